@@ -1,0 +1,40 @@
+# Every target bootstraps the local virtualenv itself: on a fresh machine
+# `make run` and `make test` are the only set-up commands.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export PYTHONASYNCIODEBUG ?= 1
+
+.PHONY: run test lint typecheck pytest soak bench docs clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+run: $(STAMP)
+	PYTHONASYNCIODEBUG=0 $(BIN)/python docs/examples/quickstart.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict gqlbatch
+
+pytest: $(STAMP)
+	$(BIN)/python -W error -m pytest
+
+test: lint typecheck pytest
+
+soak: $(STAMP)
+	$(BIN)/python -W error -m pytest -m soak -p no:cacheprovider
+
+bench: $(STAMP)
+	PYTHONASYNCIODEBUG=0 $(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis site data
