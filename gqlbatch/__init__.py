@@ -1,4 +1,9 @@
-"""gqlbatch: keyed batching for Python GraphQL APIs."""
+"""gqlbatch: keyed batching for Python GraphQL APIs.
+
+The core needs nothing beyond the standard library. Integrations live in
+``gqlbatch.strawberry`` and ``gqlbatch.sqlalchemy`` and are imported only when
+asked for.
+"""
 
 from gqlbatch._errors import (
     BatchError,
@@ -9,14 +14,20 @@ from gqlbatch._errors import (
     QueueFullError,
     WrongEventLoopError,
 )
+from gqlbatch._loader import KeyedLoader
 from gqlbatch._options import BatchOptions, ErrorMode, RetryPolicy
+from gqlbatch._queue import BatchedQueue
+from gqlbatch._stats import LoaderStats
 
 __all__ = [
     "BatchError",
     "BatchOptions",
+    "BatchedQueue",
     "ErrorMode",
     "GqlBatchError",
+    "KeyedLoader",
     "LoaderClosedError",
+    "LoaderStats",
     "MissingKeyError",
     "QueueClearedError",
     "QueueFullError",

@@ -34,9 +34,9 @@ __all__ = [
 ]
 
 
-def _describe(loader: str | None) -> str:
-    """The loader as error messages name it."""
-    return "loader" if loader is None else f"loader {loader!r}"
+def describe(loader: str | None, kind: str = "loader") -> str:
+    """The loader (or queue) as error messages name it: ``loader 'user'``."""
+    return kind if loader is None else f"{kind} {loader!r}"
 
 
 class GqlBatchError(Exception):
@@ -49,12 +49,14 @@ class QueueFullError(GqlBatchError):
     Raised synchronously by ``load``/``enqueue``; the loader's state is unchanged.
     """
 
-    def __init__(self, loader: str | None, key: Any, max_queue_size: int) -> None:
+    def __init__(
+        self, loader: str | None, key: Any, max_queue_size: int, kind: str = "loader"
+    ) -> None:
         self.loader = loader
         self.key = key
         self.max_queue_size = max_queue_size
         super().__init__(
-            f"{_describe(loader)} is full: max_queue_size={max_queue_size} keys already "
+            f"{describe(loader, kind)} is full: max_queue_size={max_queue_size} keys already "
             f"wait to be dispatched, so key {key!r} was not accepted"
         )
 
@@ -69,11 +71,13 @@ class QueueClearedError(GqlBatchError):
 class LoaderClosedError(GqlBatchError):
     """The loader or queue was closed before this caller was answered, or is closed."""
 
-    def __init__(self, loader: str | None, key: Any = None, *, closing: bool = False) -> None:
+    def __init__(
+        self, loader: str | None, key: Any = None, *, closing: bool = False, kind: str = "loader"
+    ) -> None:
         self.loader = loader
         self.key = key
         state = "is closing" if closing else "is closed"
-        super().__init__(f"{_describe(loader)} {state}; key {key!r} was not loaded")
+        super().__init__(f"{describe(loader, kind)} {state}; key {key!r} was not answered")
 
 
 class BatchError(GqlBatchError):
@@ -90,14 +94,20 @@ class BatchError(GqlBatchError):
     """
 
     def __init__(
-        self, loader: str | None, key: Any, attempts: int, cause: BaseException, reason: str = ""
+        self,
+        loader: str | None,
+        key: Any,
+        attempts: int,
+        cause: BaseException,
+        reason: str = "",
+        kind: str = "loader",
     ) -> None:
         self.loader = loader
         self.key = key
         self.attempts = attempts
         detail = reason or (f"batch failed after {attempts} attempt{'s' if attempts != 1 else ''}")
         message = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
-        super().__init__(f"{_describe(loader)}: {detail} for key {key!r}: {message}")
+        super().__init__(f"{describe(loader, kind)}: {detail} for key {key!r}: {message}")
         self.__cause__ = cause
 
 
@@ -109,20 +119,23 @@ class MissingKeyError(GqlBatchError, LookupError):
     from the processor's result.
     """
 
-    def __init__(self, loader: str | None, key: Any, detail: str = "") -> None:
+    def __init__(
+        self, loader: str | None, key: Any, detail: str = "", kind: str = "loader"
+    ) -> None:
         self.loader = loader
         self.key = key
         super().__init__(
-            detail or f"{_describe(loader)}: the batch function returned no result for key {key!r}"
+            detail
+            or f"{describe(loader, kind)}: the batch function returned no result for key {key!r}"
         )
 
 
 class WrongEventLoopError(GqlBatchError, RuntimeError):
     """A loader or queue was used from an event loop other than the one it is bound to."""
 
-    def __init__(self, loader: str | None) -> None:
+    def __init__(self, loader: str | None, kind: str = "loader") -> None:
         self.loader = loader
         super().__init__(
-            f"{_describe(loader)} is bound to another event loop that is still open; "
+            f"{describe(loader, kind)} is bound to another event loop that is still open; "
             "create one loader per event loop (for GraphQL: one per request)"
         )

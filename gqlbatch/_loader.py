@@ -1,0 +1,458 @@
+"""``KeyedLoader``: the DataLoader face of the engine, for GraphQL resolvers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from typing import Any, Generic, Literal, TypeVar, overload
+
+from gqlbatch._engine import MISS, RAISE, Batch, Engine
+from gqlbatch._errors import MissingKeyError
+from gqlbatch._options import (
+    BatchOptions,
+    ErrorMode,
+    RetryPolicy,
+    check_bool,
+    check_callable,
+    check_choice,
+)
+
+__all__ = ["KeyedLoader"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+R = TypeVar("R")
+
+
+class _Gather:
+    """The result list of one ``load_many`` call, filled as its keys are answered."""
+
+    __slots__ = ("outer", "remaining", "results", "return_exceptions")
+
+    def __init__(self, outer: asyncio.Future[list[Any]], size: int, return_exceptions: bool):
+        self.outer = outer
+        self.results: list[Any] = [None] * size
+        self.remaining = size
+        self.return_exceptions = return_exceptions
+
+    def put(self, index: int, value: Any) -> None:
+        self.results[index] = value
+        self.remaining -= 1
+        if not self.remaining and not self.outer.done():
+            self.outer.set_result(self.results)
+
+
+class _Position:
+    """A waiter standing for position ``index`` of a ``load_many`` result.
+
+    Answering it costs no event-loop callback: only the list as a whole is a
+    future, completed when its last position is answered.
+    """
+
+    __slots__ = ("gather", "index")
+
+    def __init__(self, gather: _Gather, index: int) -> None:
+        self.gather = gather
+        self.index = index
+
+    def done(self) -> bool:
+        return self.gather.outer.done()
+
+    def set_result(self, value: Any) -> None:
+        self.gather.put(self.index, value)
+
+    def set_exception(self, error: BaseException) -> None:
+        gather = self.gather
+        if gather.return_exceptions:
+            gather.put(self.index, error)
+        else:
+            gather.outer.set_exception(error)
+
+
+class KeyedLoader(Engine, Generic[K, V]):
+    """Batch and cache loads by key, correlating results by key, never by position.
+
+    Each ``load(key)`` made while resolvers run joins one batch; the batch
+    function gets each distinct key once and answers with a mapping (or rows and
+    ``key_of``); each caller receives exactly its own key's outcome.
+
+    Args:
+        batch_fn: ``async (keys: list[K]) -> Mapping[K, V | BaseException]``, or,
+            with ``key_of``, an iterable of rows. May return keys in any order,
+            fewer keys, or extra keys.
+        key_of: maps a row to its key; then ``batch_fn`` returns rows.
+        many: with ``key_of``, group rows per key into lists (``[]`` for none).
+        missing: ``"none"`` (default) resolves an absent key to None;
+            ``"error"`` fails it with :class:`MissingKeyError`.
+        key_type: a type or tuple of types; ``load`` raises TypeError for other keys.
+        max_batch_size: dispatch once this many keys wait (default: unbounded).
+        max_wait_ms: see :class:`BatchOptions` (default 0: the event-loop rule).
+        max_queue_size: keys waiting before ``load`` raises :class:`QueueFullError`.
+        max_concurrency: batch function calls running at once (default: unbounded).
+        error_mode: ``"continue"``, ``"fail-fast"`` or ``"retry"`` (:class:`ErrorMode`).
+        retry: the :class:`RetryPolicy` of ``error_mode="retry"``.
+        batch_timeout_ms: a call running longer fails (each attempt).
+        cache: keep values, misses and loads in flight (default True).
+        cache_key: maps a key to a hashable cache key (keys and result keys alike).
+        name: named in errors and statistics.
+    """
+
+    _kind = "loader"
+
+    @overload
+    def __init__(
+        self: KeyedLoader[K, V | None],
+        batch_fn: Callable[[list[K]], Awaitable[Mapping[K, V | BaseException]]],
+        *,
+        key_of: None = None,
+        many: Literal[False] = False,
+        missing: Literal["none"] = "none",
+        key_type: type | tuple[type, ...] | None = None,
+        max_batch_size: int | None = None,
+        max_wait_ms: float = 0,
+        max_queue_size: int | None = None,
+        max_concurrency: int | None = None,
+        error_mode: ErrorMode | str = ErrorMode.CONTINUE,
+        retry: RetryPolicy = RetryPolicy(),
+        batch_timeout_ms: float | None = None,
+        cache: bool = True,
+        cache_key: Callable[[K], Hashable] | None = None,
+        name: str | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: KeyedLoader[K, V],
+        batch_fn: Callable[[list[K]], Awaitable[Mapping[K, V | BaseException]]],
+        *,
+        key_of: None = None,
+        many: Literal[False] = False,
+        missing: Literal["error"],
+        key_type: type | tuple[type, ...] | None = None,
+        max_batch_size: int | None = None,
+        max_wait_ms: float = 0,
+        max_queue_size: int | None = None,
+        max_concurrency: int | None = None,
+        error_mode: ErrorMode | str = ErrorMode.CONTINUE,
+        retry: RetryPolicy = RetryPolicy(),
+        batch_timeout_ms: float | None = None,
+        cache: bool = True,
+        cache_key: Callable[[K], Hashable] | None = None,
+        name: str | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: KeyedLoader[K, R | None],
+        batch_fn: Callable[[list[K]], Awaitable[Iterable[R]]],
+        *,
+        key_of: Callable[[R], K],
+        many: Literal[False] = False,
+        missing: Literal["none"] = "none",
+        key_type: type | tuple[type, ...] | None = None,
+        max_batch_size: int | None = None,
+        max_wait_ms: float = 0,
+        max_queue_size: int | None = None,
+        max_concurrency: int | None = None,
+        error_mode: ErrorMode | str = ErrorMode.CONTINUE,
+        retry: RetryPolicy = RetryPolicy(),
+        batch_timeout_ms: float | None = None,
+        cache: bool = True,
+        cache_key: Callable[[K], Hashable] | None = None,
+        name: str | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: KeyedLoader[K, R],
+        batch_fn: Callable[[list[K]], Awaitable[Iterable[R]]],
+        *,
+        key_of: Callable[[R], K],
+        many: Literal[False] = False,
+        missing: Literal["error"],
+        key_type: type | tuple[type, ...] | None = None,
+        max_batch_size: int | None = None,
+        max_wait_ms: float = 0,
+        max_queue_size: int | None = None,
+        max_concurrency: int | None = None,
+        error_mode: ErrorMode | str = ErrorMode.CONTINUE,
+        retry: RetryPolicy = RetryPolicy(),
+        batch_timeout_ms: float | None = None,
+        cache: bool = True,
+        cache_key: Callable[[K], Hashable] | None = None,
+        name: str | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: KeyedLoader[K, list[R]],
+        batch_fn: Callable[[list[K]], Awaitable[Iterable[R]]],
+        *,
+        key_of: Callable[[R], K],
+        many: Literal[True],
+        missing: Literal["none", "error"] = "none",
+        key_type: type | tuple[type, ...] | None = None,
+        max_batch_size: int | None = None,
+        max_wait_ms: float = 0,
+        max_queue_size: int | None = None,
+        max_concurrency: int | None = None,
+        error_mode: ErrorMode | str = ErrorMode.CONTINUE,
+        retry: RetryPolicy = RetryPolicy(),
+        batch_timeout_ms: float | None = None,
+        cache: bool = True,
+        cache_key: Callable[[K], Hashable] | None = None,
+        name: str | None = None,
+    ) -> None: ...
+    def __init__(
+        self,
+        batch_fn: Callable[[list[Any]], Awaitable[Any]],
+        *,
+        key_of: Callable[[Any], Any] | None = None,
+        many: bool = False,
+        missing: str = "none",
+        key_type: type | tuple[type, ...] | None = None,
+        max_batch_size: int | None = None,
+        max_wait_ms: float = 0,
+        max_queue_size: int | None = None,
+        max_concurrency: int | None = None,
+        error_mode: ErrorMode | str = ErrorMode.CONTINUE,
+        retry: RetryPolicy = RetryPolicy(),
+        batch_timeout_ms: float | None = None,
+        cache: bool = True,
+        cache_key: Callable[[Any], Hashable] | None = None,
+        name: str | None = None,
+    ) -> None:
+        options = BatchOptions(
+            name=name,
+            max_batch_size=max_batch_size,
+            max_wait_ms=max_wait_ms,
+            max_queue_size=max_queue_size,
+            max_concurrency=max_concurrency,
+            error_mode=error_mode,  # type: ignore[arg-type]  # validated, str accepted
+            retry=retry,
+            batch_timeout_ms=batch_timeout_ms,
+        )
+        self._key_of = check_callable("key_of", key_of)
+        self._many = check_bool("many", many)
+        if many and key_of is None:
+            raise ValueError("many=True needs key_of, to group the rows by key")
+        self._missing_mode = check_choice("missing", missing, ("none", "error"))
+        self._key_type = _check_key_type(key_type)
+        self._caching = check_bool("cache", cache)
+        self._cache_key = check_callable("cache_key", cache_key)
+        self._absent = RAISE if missing == "error" else None
+        super().__init__(batch_fn, options)
+        if cache_key is not None:
+            self._pending_keys = {}
+
+    def __repr__(self) -> str:
+        return f"<KeyedLoader {self._name or ''!s} size={self._queued} cached={len(self._cache)}>"
+
+    # -- loading -------------------------------------------------------------------------
+
+    def load(self, key: K) -> asyncio.Future[V]:
+        """Return a future of ``key``'s value, batched with the other loads of this moment.
+
+        A pending future is this caller's own: cancelling it affects nobody else.
+        A cache hit may return a shared future that is already done.
+
+        Raises (at once): TypeError for an unhashable key or one not of
+        ``key_type``; :class:`QueueFullError`; :class:`LoaderClosedError`;
+        :class:`WrongEventLoopError`.
+        """
+        loop = self._check_open(key)
+        if self._key_type is not None and not isinstance(key, self._key_type):
+            raise self._wrong_type(key)
+        ck = key if self._cache_key is None else self._cache_key(key)
+        self._loads += 1
+        try:
+            hit = self._cache.get(ck)
+        except TypeError:
+            raise self._unhashable(key, ck) from None
+        if hit is not None:
+            self._cache_hits += 1
+            if type(hit) is tuple:  # first hit on a value cached without a future
+                value = hit[0]
+                hit = self._cache[ck] = loop.create_future()
+                hit.set_result(value)
+            elif hit is MISS:
+                hit = loop.create_future()
+                hit.set_exception(self._missing_error_for(key))
+            return hit
+        future: asyncio.Future[V] = loop.create_future()
+        self._route(ck, key, future)
+        return future
+
+    def load_many(
+        self, keys: Iterable[K], return_exceptions: bool = False
+    ) -> asyncio.Future[list[V]]:
+        """Return a future of the values of ``keys``, in the order of ``keys``.
+
+        With ``return_exceptions=False`` the future fails with the first failure
+        (in the order the keys are answered); with True, failures take their
+        key's place in the list. Duplicate keys are fetched once.
+        """
+        keys = list(keys)
+        first = keys[0] if keys else None
+        loop = self._check_open(first)
+        outer: asyncio.Future[list[Any]] = loop.create_future()
+        gather = _Gather(outer, len(keys), return_exceptions)
+        if not keys:
+            outer.set_result([])
+            return outer
+        cache_key = self._cache_key
+        key_type = self._key_type
+        cks = keys if cache_key is None else [cache_key(k) for k in keys]
+        if key_type is not None:
+            for key in keys:
+                if not isinstance(key, key_type):
+                    raise self._wrong_type(key)
+        try:
+            if self._queued + len(keys) > self._max_queue:
+                self._check_room(keys, cks)
+        except TypeError:
+            raise self._unhashable_among(keys, cks) from None
+        self._loads += len(keys)
+        cache = self._cache
+        for index, (key, ck) in enumerate(zip(keys, cks, strict=True)):
+            try:
+                hit = cache.get(ck)
+            except TypeError:
+                outer.cancel()
+                raise self._unhashable(key, ck) from None
+            if hit is None:
+                self._route(ck, key, _Position(gather, index))
+                continue
+            self._cache_hits += 1
+            if hit is MISS:
+                _Position(gather, index).set_exception(self._missing_error_for(key))
+            else:
+                gather.put(index, hit[0] if type(hit) is tuple else hit.result())
+        return outer
+
+    def _check_room(self, keys: list[Any], cks: list[Any]) -> None:
+        """Raise QueueFullError unless every new key of a ``load_many`` fits."""
+        new: set[Hashable] = set()
+        for key, ck in zip(keys, cks, strict=True):
+            if ck in self._cache or ck in self._pending or ck in new:
+                continue
+            if self._caching and ck in self._inflight:
+                continue
+            new.add(ck)
+            if self._queued + len(new) > self._max_queue:
+                raise self._full(key)
+
+    # -- the cache -----------------------------------------------------------------------
+
+    def prime(self, key: K, value: V) -> None:
+        """Cache ``value`` for ``key`` unless the key is cached, waiting or in flight.
+
+        As in graphql/dataloader, priming never overwrites: to replace a value,
+        ``clear(key)`` first. Exceptions are never cached, so priming one raises
+        TypeError. Does nothing when ``cache=False``.
+        """
+        if isinstance(value, BaseException):
+            raise TypeError(
+                f"{self._label}: prime() caches values only, got the exception {value!r} "
+                f"for key {key!r}; failures are never cached"
+            )
+        if not self._caching:
+            return
+        ck = self._ck(key)
+        if ck in self._cache or ck in self._inflight or ck in self._pending:
+            return
+        self._cache[ck] = (value,)
+
+    def clear(self, key: K) -> None:
+        """Forget ``key``'s cached value, miss, or load in flight.
+
+        A load in flight still answers its callers, but its value is not cached,
+        and later loads of the key fetch it again.
+        """
+        ck = self._ck(key)
+        self._cache.pop(ck, None)
+        self._inflight.pop(ck, None)
+
+    def clear_many(self, keys: Iterable[K]) -> None:
+        """``clear`` each of ``keys``."""
+        for key in keys:
+            self.clear(key)
+
+    def clear_all(self) -> None:
+        """Forget every cached value, miss, and load in flight."""
+        self._cache.clear()
+        self._inflight.clear()
+
+    # -- correlation (the engine's face-specific part) ---------------------------------
+
+    def _correlate(self, result: Any, batch: Batch, cks: Any) -> Mapping[Hashable, Any]:
+        key_of = self._key_of
+        cache_key = self._cache_key
+        if key_of is None:
+            if type(result) is not dict and not isinstance(result, Mapping):
+                raise TypeError(
+                    f"batch function of {self._label} must return a Mapping of key to value "
+                    f"(or rows, with key_of=...), got {type(result).__name__}"
+                )
+            if cache_key is None:
+                return result
+            return {cache_key(key): value for key, value in result.items()}
+        if isinstance(result, Mapping) or not isinstance(result, Iterable):
+            raise TypeError(
+                f"batch function of {self._label} has key_of, so it must return an iterable "
+                f"of rows, got {type(result).__name__}"
+            )
+        if self._many:
+            groups: dict[Hashable, list[Any]] = {ck: [] for ck in cks}
+            for row in result:
+                key = key_of(row)
+                group = groups.get(key if cache_key is None else cache_key(key))
+                if group is not None:
+                    group.append(row)
+            return groups
+        rows: dict[Hashable, Any] = {}
+        for row in result:
+            key = key_of(row)
+            rows.setdefault(key if cache_key is None else cache_key(key), row)
+        return rows
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _ck(self, key: Any) -> Hashable:
+        ck = key if self._cache_key is None else self._cache_key(key)
+        try:
+            hash(ck)
+        except TypeError:
+            raise self._unhashable(key, ck) from None
+        return ck  # type: ignore[no-any-return]
+
+    def _missing_error_for(self, key: Any) -> MissingKeyError:
+        return MissingKeyError(self._name, key, kind=self._kind)
+
+    def _wrong_type(self, key: Any) -> TypeError:
+        expected = self._key_type
+        names = (
+            " or ".join(t.__name__ for t in expected)
+            if isinstance(expected, tuple)
+            else getattr(expected, "__name__", repr(expected))
+        )
+        return TypeError(
+            f"{self._label}: key {key!r} is of type {type(key).__name__}, expected {names}"
+        )
+
+    def _unhashable(self, key: Any, ck: Any) -> TypeError:
+        hint = "" if self._cache_key is not None else "; pass cache_key= to make keys hashable"
+        shown = f"key {key!r}" if ck is key else f"key {key!r} (cache key {ck!r})"
+        return TypeError(f"{self._label}: {shown} is unhashable ({type(ck).__name__}){hint}")
+
+    def _unhashable_among(self, keys: list[Any], cks: list[Any]) -> TypeError:
+        for key, ck in zip(keys, cks, strict=True):
+            try:
+                hash(ck)
+            except TypeError:
+                return self._unhashable(key, ck)
+        return TypeError(f"{self._label}: load_many() got an unhashable key")
+
+
+def _check_key_type(value: object) -> type | tuple[type, ...] | None:
+    if value is None or isinstance(value, type):
+        return value
+    if isinstance(value, tuple) and value and all(isinstance(t, type) for t in value):
+        return value
+    raise TypeError(f"key_type must be a type, a tuple of types, or None, got {value!r}")

@@ -1,0 +1,32 @@
+"""Statistics snapshots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["LoaderStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoaderStats:
+    """A snapshot of a loader's or queue's counters since it was created.
+
+    Counters only grow; ``BatchedQueue.clear()`` does not reset them.
+    """
+
+    loads: int = 0
+    """Calls of ``load`` (one per key for ``load_many``) or ``enqueue``."""
+    cache_hits: int = 0
+    """Loads answered from the cache, or joined to a batch already in flight."""
+    batches: int = 0
+    """Calls of the batch function, retries included."""
+    keys_dispatched: int = 0
+    """Keys (or items) handed to the batch function, summed over its calls."""
+    largest_batch: int = 0
+    """The most keys handed to one call of the batch function."""
+    retries: int = 0
+    """Calls of the batch function that were retries (``error_mode="retry"``)."""
+    failed_batches: int = 0
+    """Calls whose failure reached callers as :class:`BatchError` (after any retries)."""
+    rejected: int = 0
+    """Loads refused with :class:`QueueFullError`."""
