@@ -1,0 +1,215 @@
+"""The ASGI application: GraphQL at ``/graphql``, ``/healthz`` and ``/metrics``.
+
+Everything is assembled here, from :class:`~example_api.settings.Settings`
+read once per process. ``create_app`` is what uvicorn imports in each worker
+(``uvicorn --factory example_api.app:create_app``); ``python -m example_api
+serve`` does exactly that.
+
+Lifecycle: on start the server applies ``alembic upgrade head`` (unless
+``EXAMPLE_API_MIGRATE=0``) and opens the view queue. On SIGTERM or SIGINT
+uvicorn stops accepting connections and lets requests in flight finish; then
+the view queue writes every accepted view and the database pool is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import strawberry
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
+from strawberry.schema.config import StrawberryConfig
+
+from example_api import migrations
+from example_api.context import Context, count_statements
+from example_api.db import create_engine, create_sessionmaker
+from example_api.extensions import PublicErrors, RequestStats
+from example_api.loaders import Loaders
+from example_api.metrics import Metrics
+from example_api.settings import Settings
+from example_api.views import ViewCounter
+
+__all__ = ["AppState", "build_schema", "create_app"]
+
+log = logging.getLogger("example_api")
+
+
+def build_schema(settings: Settings) -> strawberry.Schema:
+    """The schema with the hardening of ``settings``: limits always, masking in production."""
+    query: type
+    mutation: type | None
+    if settings.naive:  # reads only: the comparison needs no writes
+        from example_api.naive import Query as query
+
+        mutation = None
+    else:
+        from example_api.schema import Mutation as mutation
+        from example_api.schema import Query as query
+
+    extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
+        partial(MaxTokensLimiter, max_token_count=settings.max_tokens),
+        partial(QueryDepthLimiter, max_depth=settings.max_depth),
+        partial(MaxAliasesLimiter, max_alias_count=settings.max_aliases),
+        RequestStats,
+    ]
+    if not settings.debug:
+        extensions += [DisableIntrospection, PublicErrors]
+    config = StrawberryConfig(
+        disable_field_suggestions=not settings.debug,
+        batching_config=(
+            {"max_operations": settings.max_batch_operations}
+            if settings.max_batch_operations
+            else None
+        ),
+    )
+    return strawberry.Schema(
+        query=query,
+        mutation=mutation,
+        extensions=extensions,  # type: ignore[arg-type]
+        config=config,
+    )
+
+
+@dataclass(slots=True)
+class AppState:
+    """What lives as long as the process: engine, sessions, metrics, the view queue."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    metrics: Metrics
+    views: ViewCounter | None = None
+
+
+class GraphQLApp(GraphQL[Context, None]):
+    """Strawberry's ASGI app with this server's per-request :class:`Context`."""
+
+    def __init__(self, state: AppState, **kwargs: Any) -> None:
+        super().__init__(build_schema(state.settings), **kwargs)
+        self.state = state
+
+    async def get_context(  # type: ignore[override]
+        self, request: Request | WebSocket, response: Response | WebSocket
+    ) -> Context:
+        state = self.state
+        assert state.views is not None, "the application has not started"
+        return Context(
+            request=request,
+            response=response if isinstance(response, Response) else None,
+            settings=state.settings,
+            sessions=state.sessions,
+            loaders=Loaders(state.sessions, state.metrics),
+            views=state.views,
+            metrics=state.metrics,
+        )
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request with its status and latency."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            seconds = time.perf_counter() - start
+            self.metrics.observe_request(scope["method"], scope["path"], status, seconds)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The whole server for ``settings`` (default: read from the environment)."""
+    settings = settings or Settings.from_env()
+    engine = create_engine(settings.database_url)
+    count_statements(engine)
+    state = AppState(
+        settings=settings, engine=engine, sessions=create_sessionmaker(engine), metrics=Metrics()
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            await migrations.upgrade(engine)
+        state.views = ViewCounter(
+            engine,
+            state.metrics,
+            max_queue_size=settings.view_queue_size,
+            flush_ms=settings.view_flush_ms,
+        )
+        mode = "debug" if settings.debug else "production"
+        naive = ", NAIVE per-field queries" if settings.naive else ""
+        log.info("example_api ready (%s%s) on %s", mode, naive, settings.redacted_database_url)
+        try:
+            yield
+        finally:
+            log.info("example_api stopping: writing %d pending views", state.views.pending)
+            await state.views.aclose()
+            await engine.dispose()
+            log.info("example_api stopped")
+
+    async def healthz(_request: Request) -> Response:
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception:
+            log.exception("health check failed")
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
+        return JSONResponse({"status": "ok", "database": "ok"})
+
+    async def metrics(_request: Request) -> Response:
+        return PlainTextResponse(
+            state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    graphql = GraphQLApp(
+        state,
+        graphql_ide="graphiql" if settings.debug else None,
+        allow_queries_via_get=True,  # queries only: Strawberry refuses mutations over GET
+        subscription_protocols=(),
+    )
+    app = Starlette(
+        debug=False,  # never a traceback page, even in debug mode: errors are in the log
+        routes=[
+            Route("/graphql", graphql),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.example_api = state
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    return app

@@ -1,0 +1,207 @@
+"""``python -m example_api serve|seed|migrate``: the example API's command line.
+
+Every option falls back to its environment variable (see
+:mod:`example_api.settings`), so ``DATABASE_URL=... python -m example_api
+serve`` and ``python -m example_api serve --database-url ...`` are the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from example_api import migrations
+from example_api.db import create_engine
+from example_api.seed import SeedPlan, is_empty, seed
+from example_api.settings import Settings, SettingsError
+
+__all__ = ["main"]
+
+log = logging.getLogger("example_api")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """The environment's settings with the command line's options on top."""
+    overrides: dict[str, Any] = {}
+    for option, field in (
+        ("database_url", "database_url"),
+        ("host", "host"),
+        ("port", "port"),
+        ("workers", "workers"),
+        ("max_page_size", "max_page_size"),
+    ):
+        value = getattr(args, option, None)
+        if value is not None:
+            overrides[field] = value
+    if getattr(args, "debug", None) is not None:
+        overrides["debug"] = args.debug
+    if getattr(args, "no_migrate", False):
+        overrides["migrate_on_start"] = False
+    if getattr(args, "naive", False):
+        overrides["naive"] = True
+    settings = Settings.from_env()
+    return replace(settings, **overrides) if overrides else settings
+
+
+def _plan(args: argparse.Namespace, users: int | None = None) -> SeedPlan:
+    return SeedPlan(
+        users=args.users if users is None else users,
+        posts_per_user=args.posts_per_user,
+        comments_per_post=args.comments_per_post,
+        tags=args.tags,
+        seed=args.seed,
+    )
+
+
+async def _prepare(settings: Settings, plan: SeedPlan | None, *, migrate: bool) -> None:
+    """Migrate (when asked), then seed ``plan`` if the database holds no user."""
+    engine = create_engine(settings.database_url)
+    try:
+        if migrate:
+            await migrations.upgrade(engine)
+        if plan is not None and await is_empty(engine):
+            report = await seed(engine, plan)
+            log.info("seeded an empty database: %s", report)
+    finally:
+        await engine.dispose()
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Migrate once, seed if asked, then run uvicorn with the settings in the environment."""
+    import uvicorn
+
+    settings = _settings(args)
+    plan = _plan(args, args.seed_if_empty) if args.seed_if_empty else None
+    asyncio.run(_prepare(settings, plan, migrate=settings.migrate_on_start))
+    # The workers read their settings from the environment; this process has
+    # migrated already, so they need not (and several must not race to).
+    os.environ.update(replace(settings, migrate_on_start=False).to_env())
+    if settings.debug and settings.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("debug mode on %s: GraphiQL and full errors are public", settings.host)
+    uvicorn.run(
+        "example_api.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=args.graceful_timeout,
+        lifespan="on",
+    )
+    return 0
+
+
+def seed_command(args: argparse.Namespace) -> int:
+    """Fill the database with deterministic fake data."""
+    settings = _settings(args)
+
+    async def run() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            if not args.no_migrate:
+                await migrations.upgrade(engine)
+            if args.if_empty and not await is_empty(engine):
+                print("the database holds data already; nothing seeded")
+                return
+            report = await seed(engine, _plan(args), reset=args.reset)
+            print(
+                f"seeded {report.users} users, {report.posts} posts, {report.comments} "
+                f"comments, {report.tags} tags, {report.post_tags} post tags"
+            )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    return 0
+
+
+def migrate_command(args: argparse.Namespace) -> int:
+    """``alembic upgrade/downgrade`` on the server's database, or show its revision."""
+    settings = _settings(args)
+
+    async def run() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            if args.action == "upgrade":
+                await migrations.upgrade(engine, args.revision or "head")
+            elif args.action == "downgrade":
+                await migrations.downgrade(engine, args.revision or "-1")
+            current = await migrations.current_revision(engine)
+            print(
+                f"database at revision {current or '(none)'}; head is {migrations.head_revision()}"
+            )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    return 0
+
+
+def _seed_options(parser: argparse.ArgumentParser, users: int | None) -> None:
+    if users is not None:
+        parser.add_argument("--users", type=int, default=users, help=f"users (default {users})")
+    parser.add_argument("--posts-per-user", type=int, default=5, help="mean (default 5)")
+    parser.add_argument("--comments-per-post", type=int, default=5, help="mean (default 5)")
+    parser.add_argument("--tags", type=int, default=20, help="distinct tags (default 20)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m example_api``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m example_api", description="The gqlbatch example GraphQL API."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_parser = commands.add_parser("serve", help="run the server with uvicorn")
+    serve_parser.add_argument("--database-url", help="SQLAlchemy URL (env DATABASE_URL)")
+    serve_parser.add_argument("--host", help="interface (env EXAMPLE_API_HOST, 127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, help="port (env EXAMPLE_API_PORT, 8000)")
+    serve_parser.add_argument("--workers", type=int, help="processes (env EXAMPLE_API_WORKERS)")
+    mode = serve_parser.add_mutually_exclusive_group()
+    mode.add_argument("--debug", dest="debug", action="store_true", default=None, help="GraphiQL")
+    mode.add_argument("--production", dest="debug", action="store_false", help="the default")
+    serve_parser.add_argument("--no-migrate", action="store_true", help="skip upgrade head")
+    serve_parser.add_argument("--max-page-size", type=int, help="largest limit accepted")
+    serve_parser.add_argument(
+        "--seed-if-empty", type=int, metavar="USERS", help="seed this many users if empty"
+    )
+    serve_parser.add_argument("--naive", action="store_true", help="per-field queries (bench)")
+    serve_parser.add_argument("--log-level", default="info", help="uvicorn log level")
+    serve_parser.add_argument(
+        "--graceful-timeout", type=float, default=30, help="seconds requests get to finish"
+    )
+    _seed_options(serve_parser, users=None)
+
+    seed_parser = commands.add_parser("seed", help="fill the database with fake data")
+    seed_parser.add_argument("--database-url", help="SQLAlchemy URL (env DATABASE_URL)")
+    _seed_options(seed_parser, users=50)
+    seed_parser.add_argument("--reset", action="store_true", help="delete every row first")
+    seed_parser.add_argument("--if-empty", action="store_true", help="only an empty database")
+    seed_parser.add_argument("--no-migrate", action="store_true", help="skip upgrade head")
+
+    migrate_parser = commands.add_parser("migrate", help="alembic upgrade/downgrade")
+    migrate_parser.add_argument("--database-url", help="SQLAlchemy URL (env DATABASE_URL)")
+    migrate_parser.add_argument(
+        "action", nargs="?", default="upgrade", choices=("upgrade", "downgrade", "current")
+    )
+    migrate_parser.add_argument("revision", nargs="?", help="default: head, or -1 for downgrade")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    handlers = {"serve": serve, "seed": seed_command, "migrate": migrate_command}
+    try:
+        return handlers[args.command](args)
+    except (SettingsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

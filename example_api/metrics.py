@@ -1,0 +1,168 @@
+"""Process-wide metrics, rendered in the Prometheus text exposition format (version 0.0.4).
+
+Written by hand on purpose: the format is a few lines of text per sample, and
+the example should not need a metrics library. Each uvicorn worker counts its
+own requests; a Prometheus server scraping several workers sums them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from gqlbatch import LoaderStats
+
+__all__ = ["Histogram", "Metrics"]
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STATEMENT_BUCKETS = (0, 1, 2, 3, 4, 5, 10, 25, 50, 100, 250, 1000)
+BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
+KNOWN_PATHS = frozenset({"/graphql", "/healthz", "/metrics"})
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def _labels(labels: Labels, extra: tuple[str, str] | None = None) -> str:
+    pairs = (*labels, extra) if extra else labels
+    if not pairs:
+        return ""
+    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in pairs)
+    return "{" + inner + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    if value == math.inf:
+        return "+Inf"
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+@dataclass(slots=True)
+class Histogram:
+    """Cumulative buckets, a sum and a count, per label set."""
+
+    buckets: tuple[float, ...]
+    counts: dict[Labels, list[int]] = field(default_factory=dict)
+    sums: dict[Labels, float] = field(default_factory=dict)
+
+    def observe(self, value: float, labels: Labels = ()) -> None:
+        """Count ``value`` in the first bucket whose upper bound holds it."""
+        counts = self.counts.setdefault(labels, [0] * (len(self.buckets) + 1))
+        counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.sums[labels] = self.sums.get(labels, 0.0) + value
+
+    def count(self, labels: Labels = ()) -> int:
+        """Observations made with ``labels``."""
+        return sum(self.counts.get(labels, ()))
+
+    def render(self, name: str) -> Iterable[str]:
+        for labels, counts in sorted(self.counts.items()):
+            running = 0
+            for bound, n in zip((*self.buckets, math.inf), counts, strict=True):
+                running += n
+                yield f"{name}_bucket{_labels(labels, ('le', _number(bound)))} {running}"
+            yield f"{name}_sum{_labels(labels)} {_number(self.sums[labels])}"
+            yield f"{name}_count{_labels(labels)} {running}"
+
+
+class Metrics:
+    """Counters and histograms of one server process; :meth:`render` is ``/metrics``."""
+
+    def __init__(self, *, gauges: Mapping[str, tuple[str, Callable[[], float]]] = {}) -> None:
+        self.requests: dict[Labels, int] = {}
+        self.latency = Histogram(LATENCY_BUCKETS)
+        self.sql_statements = Histogram(STATEMENT_BUCKETS)
+        self.batch_sizes = Histogram(BATCH_BUCKETS)
+        self.loader_loads: dict[Labels, int] = {}
+        self.loader_cache_hits: dict[Labels, int] = {}
+        self.graphql_errors = 0
+        self.views_accepted = 0
+        self.views_written = 0
+        self.view_rejections = 0
+        self.view_write_failures = 0
+        self.view_batches = 0
+        self._gauges = dict(gauges)
+
+    def add_gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        """Report ``read()`` as the gauge ``name`` at each scrape."""
+        self._gauges[name] = (help_text, read)
+
+    def observe_request(self, method: str, path: str, status: int, seconds: float) -> None:
+        """Count one HTTP request and its latency (unknown paths share one label)."""
+        route = path if path in KNOWN_PATHS else "other"
+        key = (("method", method), ("path", route), ("status", str(status)))
+        self.requests[key] = self.requests.get(key, 0) + 1
+        self.latency.observe(seconds, (("path", route),))
+
+    def observe_operation(
+        self, statements: int, loaders: Mapping[str, LoaderStats], errors: int
+    ) -> None:
+        """Record one GraphQL operation: its SQL statements and its loaders' counters."""
+        self.sql_statements.observe(statements)
+        self.graphql_errors += errors
+        for name, stats in loaders.items():
+            labels = (("loader", name),)
+            self.loader_loads[labels] = self.loader_loads.get(labels, 0) + stats.loads
+            self.loader_cache_hits[labels] = (
+                self.loader_cache_hits.get(labels, 0) + stats.cache_hits
+            )
+
+    def observe_batch(self, loader: str, size: int) -> None:
+        """Record one call of ``loader``'s fetcher with ``size`` keys."""
+        self.batch_sizes.observe(size, (("loader", loader),))
+
+    def render(self) -> str:
+        """The Prometheus text format of every metric."""
+        out: list[str] = []
+
+        def family(name: str, kind: str, help_text: str) -> None:
+            out.append(f"# HELP {name} {help_text}")
+            out.append(f"# TYPE {name} {kind}")
+
+        family("example_api_http_requests_total", "counter", "HTTP requests answered.")
+        for labels, n in sorted(self.requests.items()):
+            out.append(f"example_api_http_requests_total{_labels(labels)} {n}")
+        family("example_api_http_request_duration_seconds", "histogram", "HTTP request latency.")
+        out.extend(self.latency.render("example_api_http_request_duration_seconds"))
+        family(
+            "example_api_sql_statements_per_request",
+            "histogram",
+            "SQL statements run by one GraphQL request.",
+        )
+        out.extend(self.sql_statements.render("example_api_sql_statements_per_request"))
+        family("example_api_loader_batch_size", "histogram", "Keys per call of a loader's fetcher.")
+        out.extend(self.batch_sizes.render("example_api_loader_batch_size"))
+        family("example_api_loader_loads_total", "counter", "Loads asked of each loader.")
+        for labels, n in sorted(self.loader_loads.items()):
+            out.append(f"example_api_loader_loads_total{_labels(labels)} {n}")
+        family("example_api_loader_cache_hits_total", "counter", "Loads answered without a fetch.")
+        for labels, n in sorted(self.loader_cache_hits.items()):
+            out.append(f"example_api_loader_cache_hits_total{_labels(labels)} {n}")
+        scalars = (
+            ("example_api_graphql_errors_total", "GraphQL errors returned.", self.graphql_errors),
+            ("example_api_views_accepted_total", "recordView calls accepted.", self.views_accepted),
+            ("example_api_views_written_total", "Views written to posts.", self.views_written),
+            (
+                "example_api_view_queue_rejections_total",
+                "recordView calls refused because the view queue was full.",
+                self.view_rejections,
+            ),
+            (
+                "example_api_view_write_failures_total",
+                "Views lost because their bulk UPDATE failed.",
+                self.view_write_failures,
+            ),
+            ("example_api_view_batches_total", "Bulk UPDATEs of view counts.", self.view_batches),
+        )
+        for name, help_text, value in scalars:
+            family(name, "counter", help_text)
+            out.append(f"{name} {value}")
+        for name, (help_text, read) in sorted(self._gauges.items()):
+            family(name, "gauge", help_text)
+            out.append(f"{name} {_number(read())}")
+        return "\n".join(out) + "\n"

@@ -1,0 +1,299 @@
+"""The GraphQL schema of the blog. Every relation is read through ``info.context.loaders``.
+
+No resolver below runs its own query for a relation: each asks a loader for
+its parent's key and awaits the batch (see :mod:`example_api.loaders`). Root
+fields run one query for their page. Mutations write in their own session,
+then prime or clear the request's loaders so that the rest of the request
+reads what was just written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.types import Info
+
+from example_api import models
+from example_api.context import Context
+from example_api.loaders import Page
+from example_api.views import ViewQueueFullError
+
+__all__ = ["Comment", "Mutation", "Post", "Query", "Tag", "User", "UserInputError"]
+
+Ctx = Info[Context, None]
+
+
+class UserInputError(GraphQLError):
+    """A request the client can fix; its message reaches the client even in production."""
+
+    def __init__(self, message: str, code: str = "BAD_USER_INPUT") -> None:
+        super().__init__(message, extensions={"code": code})
+
+
+def page_of(info: Ctx, limit: int, offset: int) -> Page:
+    """The page a list field was asked for, checked against the maximum page size."""
+    maximum = info.context.settings.max_page_size
+    if not 0 <= limit <= maximum:
+        raise UserInputError(
+            f"limit must be between 0 and {maximum} (the maximum page size), got {limit}"
+        )
+    if offset < 0:
+        raise UserInputError(f"offset must be >= 0, got {offset}")
+    return Page(limit, offset)
+
+
+def id_of(value: strawberry.ID, argument: str) -> int:
+    """The integer behind an ``ID`` argument, or a clear error naming the argument."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number <= 0 or str(number) != str(value).strip():
+        raise UserInputError(f"{argument} must be a positive integer id, got {value!r}")
+    return number
+
+
+@strawberry.type
+class User:
+    """Someone who writes posts and comments."""
+
+    id: strawberry.ID
+    name: str
+    email: str
+    created_at: datetime
+
+    @strawberry.field(description="This user's posts, oldest first.")
+    async def posts(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[Post]:
+        loader = info.context.loaders.posts_of_user(page_of(info, limit, offset))
+        return await loader.load(int(self.id))  # type: ignore[return-value]
+
+
+@strawberry.type
+class Post:
+    """A post, written by one user."""
+
+    id: strawberry.ID
+    title: str
+    body: str
+    view_count: int = strawberry.field(
+        description="Views recorded with recordView; written in bulk a moment later."
+    )
+    created_at: datetime
+    author_id: strawberry.Private[int]
+
+    @strawberry.field
+    async def author(self, info: Ctx) -> User:
+        author = await info.context.loaders.user.load(self.author_id)
+        assert author is not None, f"post {self.id} has no author"  # a foreign key holds it
+        return author  # type: ignore[return-value]
+
+    @strawberry.field(description="Comments on this post, oldest first.")
+    async def comments(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[Comment]:
+        loader = info.context.loaders.comments_of_post(page_of(info, limit, offset))
+        return await loader.load(int(self.id))  # type: ignore[return-value]
+
+    @strawberry.field(description="Tags of this post, by name.")
+    async def tags(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[Tag]:
+        loader = info.context.loaders.tags_of_post(page_of(info, limit, offset))
+        return await loader.load(int(self.id))  # type: ignore[return-value]
+
+
+@strawberry.type
+class Comment:
+    """A comment by one user on one post."""
+
+    id: strawberry.ID
+    body: str
+    created_at: datetime
+    author_id: strawberry.Private[int]
+    post_id: strawberry.Private[int]
+
+    @strawberry.field
+    async def author(self, info: Ctx) -> User:
+        author = await info.context.loaders.user.load(self.author_id)
+        assert author is not None, f"comment {self.id} has no author"
+        return author  # type: ignore[return-value]
+
+    @strawberry.field
+    async def post(self, info: Ctx) -> Post:
+        post = await info.context.loaders.post.load(self.post_id)
+        assert post is not None, f"comment {self.id} has no post"
+        return post  # type: ignore[return-value]
+
+
+@strawberry.type
+class Tag:
+    """A label that any number of posts carry."""
+
+    id: strawberry.ID
+    name: str
+
+    @strawberry.field(description="Posts carrying this tag, oldest first.")
+    async def posts(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[Post]:
+        loader = info.context.loaders.posts_of_tag(page_of(info, limit, offset))
+        return await loader.load(int(self.id))  # type: ignore[return-value]
+
+
+@strawberry.type
+class RecordViewPayload:
+    """A view accepted for writing; ``viewCount`` includes it a moment later."""
+
+    post_id: strawberry.ID
+    accepted: bool
+
+
+async def _page(info: Ctx, model: type[models.Base], limit: int, offset: int) -> list[Any]:
+    page = page_of(info, limit, offset)
+    async with info.context.sessions() as session:
+        stmt = select(model).order_by(model.id).limit(page.limit).offset(page.offset)  # type: ignore[attr-defined]
+        return list((await session.scalars(stmt)).all())
+
+
+@strawberry.type
+class Query:
+    """Entry points: pages of users, posts and tags, and single lookups by id."""
+
+    @strawberry.field(description="Users by id.")
+    async def users(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[User]:
+        return await _page(info, models.User, limit, offset)
+
+    @strawberry.field(description="Posts by id.")
+    async def posts(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[Post]:
+        return await _page(info, models.Post, limit, offset)
+
+    @strawberry.field(description="Tags by id.")
+    async def tags(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[Tag]:
+        return await _page(info, models.Tag, limit, offset)
+
+    @strawberry.field(description="One user, or null.")
+    async def user(self, info: Ctx, id: strawberry.ID) -> User | None:
+        return await info.context.loaders.user.load(id_of(id, "id"))  # type: ignore[return-value]
+
+    @strawberry.field(description="One post, or null.")
+    async def post(self, info: Ctx, id: strawberry.ID) -> Post | None:
+        return await info.context.loaders.post.load(id_of(id, "id"))  # type: ignore[return-value]
+
+
+async def _existing_post(info: Ctx, post_id: int) -> models.Post:
+    post = await info.context.loaders.post.load(post_id)
+    if post is None:
+        raise UserInputError(f"post {post_id} does not exist", code="NOT_FOUND")
+    return post
+
+
+async def _existing_user(info: Ctx, user_id: int, argument: str) -> models.User:
+    user = await info.context.loaders.user.load(user_id)
+    if user is None:
+        raise UserInputError(f"{argument}: user {user_id} does not exist", code="NOT_FOUND")
+    return user
+
+
+async def _tags_named(session: AsyncSession, names: Iterable[str]) -> list[models.Tag]:
+    """The tags of these names, created when missing."""
+    wanted = sorted({name.strip().lower() for name in names})
+    for name in wanted:
+        if not name or len(name) > 50:
+            raise UserInputError(f"tag names must have 1 to 50 characters, got {name!r}")
+    found = {
+        tag.name: tag
+        for tag in await session.scalars(select(models.Tag).where(models.Tag.name.in_(wanted)))
+    }
+    for name in wanted:
+        if name not in found:
+            found[name] = models.Tag(name=name)
+            session.add(found[name])
+    await session.flush()
+    return [found[name] for name in wanted]
+
+
+async def _link_tags(session: AsyncSession, post_id: int, tags: list[models.Tag]) -> list[int]:
+    """Attach ``tags`` to the post (skipping links that exist); return the tags' ids."""
+    existing = set(
+        await session.scalars(
+            select(models.post_tags.c.tag_id).where(models.post_tags.c.post_id == post_id)
+        )
+    )
+    new = [{"post_id": post_id, "tag_id": tag.id} for tag in tags if tag.id not in existing]
+    if new:
+        await session.execute(models.post_tags.insert(), new)
+    return [tag.id for tag in tags]
+
+
+def _check_text(value: str, argument: str, maximum: int) -> str:
+    value = value.strip()
+    if not value or len(value) > maximum:
+        raise UserInputError(f"{argument} must have 1 to {maximum} characters")
+    return value
+
+
+@strawberry.type
+class Mutation:
+    """Writes. Each one keeps the request's loaders in step with what it wrote."""
+
+    @strawberry.mutation(description="Write a post, with tags (created when new).")
+    async def create_post(
+        self,
+        info: Ctx,
+        author_id: strawberry.ID,
+        title: str,
+        body: str = "",
+        tags: list[str] | None = None,
+    ) -> Post:
+        author = await _existing_user(info, id_of(author_id, "authorId"), "authorId")
+        title = _check_text(title, "title", 200)
+        loaders = info.context.loaders
+        async with info.context.sessions() as session, session.begin():
+            post = models.Post(author_id=author.id, title=title, body=body)
+            session.add(post)
+            await session.flush()
+            tag_ids = await _link_tags(session, post.id, await _tags_named(session, tags or ()))
+            await session.refresh(post)
+        loaders.post.prime(post.id, post)
+        loaders.forget("posts_of_user", author.id)
+        loaders.forget("tags_of_post", post.id)
+        for tag_id in tag_ids:
+            loaders.forget("posts_of_tag", tag_id)
+        return post  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Comment on a post.")
+    async def add_comment(
+        self, info: Ctx, post_id: strawberry.ID, author_id: strawberry.ID, body: str
+    ) -> Comment:
+        post = await _existing_post(info, id_of(post_id, "postId"))
+        author = await _existing_user(info, id_of(author_id, "authorId"), "authorId")
+        body = _check_text(body, "body", 10_000)
+        async with info.context.sessions() as session, session.begin():
+            comment = models.Comment(post_id=post.id, author_id=author.id, body=body)
+            session.add(comment)
+            await session.flush()
+            await session.refresh(comment)
+        info.context.loaders.forget("comments_of_post", post.id)
+        return comment  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Put a tag (created when new) on a post.")
+    async def tag_post(self, info: Ctx, post_id: strawberry.ID, tag: str) -> Post:
+        post = await _existing_post(info, id_of(post_id, "postId"))
+        async with info.context.sessions() as session, session.begin():
+            tag_ids = await _link_tags(session, post.id, await _tags_named(session, [tag]))
+        info.context.loaders.forget("tags_of_post", post.id)
+        for tag_id in tag_ids:
+            info.context.loaders.forget("posts_of_tag", tag_id)
+        return post  # type: ignore[return-value]
+
+    @strawberry.mutation(
+        description="Count one view of a post. Views from all requests are written "
+        "together in bulk a moment later; a full queue answers VIEW_QUEUE_FULL."
+    )
+    async def record_view(self, info: Ctx, post_id: strawberry.ID) -> RecordViewPayload:
+        post = await _existing_post(info, id_of(post_id, "postId"))
+        try:
+            info.context.views.record(post.id)
+        except ViewQueueFullError as exc:
+            raise UserInputError(str(exc), code="VIEW_QUEUE_FULL") from None
+        return RecordViewPayload(post_id=strawberry.ID(str(post.id)), accepted=True)

@@ -1,0 +1,129 @@
+"""``recordView``'s write path: one process-wide queue turns many views into bulk UPDATEs.
+
+Every ``recordView(postId)`` call, from any request, enqueues its post id on
+one :class:`gqlbatch.BatchedQueue`. When ``view_flush_ms`` has passed since
+the first waiting view (or 1,000 views wait), the queue hands them to
+:meth:`ViewCounter._write`, which adds them up per post and writes them with a
+single ``UPDATE posts SET view_count = view_count + CASE id ... END``. A full
+queue refuses the view at once (the caller gets a clear GraphQL error, never a
+silent drop); on shutdown :meth:`ViewCounter.aclose` writes every view that was
+accepted. Failed writes are retried with backoff before they count as lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+
+from sqlalchemy import case, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from example_api.context import leave_statement_scope
+from example_api.metrics import Metrics
+from example_api.models import Post
+from gqlbatch import BatchedQueue, QueueFullError, RetryPolicy
+
+__all__ = ["UnknownPostError", "ViewCounter", "ViewQueueFullError"]
+
+log = logging.getLogger("example_api.views")
+
+MAX_BATCH = 1000
+
+
+class ViewQueueFullError(Exception):
+    """Too many views wait to be written; the caller should retry later."""
+
+
+class UnknownPostError(LookupError):
+    """A view was recorded for a post that does not exist (any more)."""
+
+
+class ViewCounter:
+    """Aggregates views of posts into bulk UPDATEs; one per process.
+
+    Args:
+        engine: the database the views are written to.
+        metrics: counts accepted, written, rejected and lost views.
+        max_queue_size: views accepted but not yet written, at most.
+        flush_ms: how long the first waiting view waits for others.
+    """
+
+    def __init__(
+        self, engine: AsyncEngine, metrics: Metrics, *, max_queue_size: int, flush_ms: float
+    ) -> None:
+        self._engine = engine
+        self._metrics = metrics
+        self._queue: BatchedQueue[int, bool] = BatchedQueue(
+            self._write,
+            max_batch_size=MAX_BATCH,
+            max_wait_ms=flush_ms,
+            max_queue_size=max_queue_size,
+            error_mode="retry",
+            retry=RetryPolicy(retries=3, base_delay_ms=50, max_delay_ms=1000),
+            name="views",
+        )
+        metrics.add_gauge(
+            "example_api_view_queue_size", "Views accepted, not yet written.", self._size
+        )
+
+    def _size(self) -> float:
+        return float(self._queue.size)
+
+    @property
+    def pending(self) -> int:
+        """Views accepted and not yet written."""
+        return self._queue.size
+
+    def record(self, post_id: int) -> None:
+        """Accept one view of ``post_id``; it is written with the next bulk UPDATE.
+
+        Raises :class:`ViewQueueFullError` at once when the queue is full.
+        """
+        try:
+            future = self._queue.enqueue(post_id)
+        except QueueFullError as exc:
+            self._metrics.view_rejections += 1
+            raise ViewQueueFullError(
+                f"too many views are waiting to be written ({exc.max_queue_size}); "
+                "the view was not recorded, retry later"
+            ) from None
+        self._metrics.views_accepted += 1
+        future.add_done_callback(self._written)
+
+    async def flush(self) -> None:
+        """Write every view accepted so far."""
+        await self._queue.flush()
+
+    async def aclose(self) -> None:
+        """Refuse new views, write every accepted one, then stop."""
+        await self._queue.aclose()
+
+    def _written(self, future: asyncio.Future[bool]) -> None:
+        if future.cancelled():
+            self._metrics.view_write_failures += 1
+            return
+        error = future.exception()
+        if error is None:
+            self._metrics.views_written += 1
+        else:
+            self._metrics.view_write_failures += 1
+            log.error("a view was lost: %s", error)
+
+    async def _write(self, post_ids: list[int]) -> list[bool | BaseException]:
+        """One UPDATE for the whole batch; views of missing posts fail on their own."""
+        leave_statement_scope()  # process-wide work, not the request that enqueued first
+        counts = Counter(post_ids)
+        stmt = (
+            update(Post)
+            .where(Post.id.in_(counts))
+            .values(view_count=Post.view_count + case(counts, value=Post.id, else_=0))
+            .returning(Post.id)
+        )
+        async with self._engine.begin() as connection:
+            found = set((await connection.execute(stmt)).scalars())
+        self._metrics.view_batches += 1
+        return [
+            True if post_id in found else UnknownPostError(f"post {post_id} does not exist")
+            for post_id in post_ids
+        ]
