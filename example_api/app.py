@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any
 
 import strawberry
+from graphql import GraphQLError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
@@ -39,11 +40,12 @@ from strawberry.extensions import (
     SchemaExtension,
 )
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
 
 from example_api import migrations
 from example_api.context import Context, count_statements
 from example_api.db import create_engine, create_sessionmaker
-from example_api.extensions import PublicErrors, RequestStats
+from example_api.extensions import PublicErrors, RequestStats, is_public
 from example_api.loaders import Loaders
 from example_api.metrics import Metrics
 from example_api.settings import Settings
@@ -82,12 +84,23 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             else None
         ),
     )
-    return strawberry.Schema(
+    return ExampleSchema(
         query=query,
         mutation=mutation,
         extensions=extensions,  # type: ignore[arg-type]
         config=config,
     )
+
+
+class ExampleSchema(strawberry.Schema):
+    """Logs unexpected errors with their stack trace, and client errors not at all."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        unexpected = [error for error in errors if not is_public(error)]
+        if unexpected:
+            super().process_errors(unexpected, execution_context)
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ from strawberry.extensions import MaskErrors, SchemaExtension
 
 from example_api.context import Context, statement_scope
 
-__all__ = ["PublicErrors", "RequestStats"]
+__all__ = ["PublicErrors", "RequestStats", "is_public"]
 
 _SUGGESTION = re.compile(r"\s*Did you mean .*$", re.DOTALL)
 
@@ -63,7 +63,7 @@ class RequestStats(SchemaExtension):
         }
 
 
-def _is_public(error: GraphQLError) -> bool:
+def is_public(error: GraphQLError) -> bool:
     """Validation, syntax and limit errors, and errors raised as GraphQLError on purpose."""
     return error.original_error is None or isinstance(error.original_error, GraphQLError)
 
@@ -80,7 +80,7 @@ class PublicErrors(MaskErrors):
 
     def __init__(self) -> None:
         super().__init__(
-            should_mask_error=lambda error: not _is_public(error),
+            should_mask_error=lambda error: not is_public(error),
             error_message="Internal server error.",
         )
 

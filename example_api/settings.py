@@ -58,7 +58,10 @@ def normalize_database_url(url: str) -> str:
     url = url.strip()
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise SettingsError(f"DATABASE_URL must look like scheme://..., got {_redact(url)!r}")
+        raise SettingsError(  # not echoed: it may hold a password
+            "DATABASE_URL must look like scheme://user:password@host/database; "
+            "the value given has no scheme"
+        )
     if scheme in ("postgresql", "postgres"):
         return f"postgresql+asyncpg://{rest}"
     if scheme == "sqlite":

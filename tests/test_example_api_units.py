@@ -1,0 +1,209 @@
+"""The example API's parts on their own: settings, seed, metrics, the command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from e2e.server import ROOT, scalar
+from sqlalchemy import select
+
+from example_api import migrations
+from example_api.db import create_engine
+from example_api.metrics import Metrics
+from example_api.models import Comment, Post, Tag, User, post_tags
+from example_api.seed import SeedPlan, is_empty, seed
+from example_api.settings import DEFAULT_DATABASE_URL, Settings, SettingsError
+
+# -- settings -------------------------------------------------------------------------------
+
+
+def test_settings_default_to_sqlite_on_loopback_in_production_mode() -> None:
+    settings = Settings.from_env({})
+    assert settings.database_url == DEFAULT_DATABASE_URL
+    assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8000, 1)
+    assert settings.debug is False
+    assert settings.migrate_on_start is True
+
+
+def test_settings_read_every_variable() -> None:
+    env = {
+        "DATABASE_URL": "postgresql://app:secret@db:5432/blog",
+        "EXAMPLE_API_HOST": "0.0.0.0",
+        "EXAMPLE_API_PORT": "9000",
+        "EXAMPLE_API_WORKERS": "4",
+        "EXAMPLE_API_DEBUG": "yes",
+        "EXAMPLE_API_MIGRATE": "off",
+        "EXAMPLE_API_MAX_PAGE_SIZE": "500",
+        "EXAMPLE_API_MAX_BATCH": "5",
+    }
+    settings = Settings.from_env(env)
+    assert settings.database_url == "postgresql+asyncpg://app:secret@db:5432/blog"
+    assert settings.redacted_database_url == "postgresql+asyncpg://app:***@db:5432/blog"
+    assert (settings.host, settings.port, settings.workers) == ("0.0.0.0", 9000, 4)
+    assert settings.debug is True
+    assert settings.migrate_on_start is False
+    assert settings.max_page_size == 500
+    assert settings.max_batch_operations == 5
+    assert Settings.from_env(settings.to_env()) == settings
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"EXAMPLE_API_PORT": "http"}, "EXAMPLE_API_PORT must be an integer, got 'http'"),
+        ({"EXAMPLE_API_PORT": "70000"}, "EXAMPLE_API_PORT must be between 1 and 65535"),
+        ({"EXAMPLE_API_MAX_PAGE_SIZE": "0"}, "EXAMPLE_API_MAX_PAGE_SIZE must be >= 1, got 0"),
+        ({"EXAMPLE_API_DEBUG": "maybe"}, "EXAMPLE_API_DEBUG must be one of 1/0"),
+        ({"DATABASE_URL": "mysql://x/y"}, "PostgreSQL (asyncpg) or SQLite (aiosqlite)"),
+        ({"EXAMPLE_API_WORKERS": "3"}, "EXAMPLE_API_WORKERS=3 needs PostgreSQL"),
+    ],
+)
+def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Settings.from_env(env)
+
+
+def test_bad_database_url_never_shows_its_password() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"DATABASE_URL": "user:hunter2@host/db"})
+    assert "hunter2" not in str(caught.value)
+
+
+# -- seed -----------------------------------------------------------------------------------
+
+
+async def _dump(url: str) -> dict[str, list[tuple[object, ...]]]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            out = {}
+            for table in (
+                User.__table__,
+                Post.__table__,
+                Comment.__table__,
+                Tag.__table__,
+                post_tags,
+            ):
+                rows = await connection.execute(select(table).order_by(*table.primary_key.columns))
+                out[table.name] = [tuple(row) for row in rows]
+            return out
+    finally:
+        await engine.dispose()
+
+
+async def test_seed_writes_the_same_rows_for_the_same_seed(tmp_path: Path) -> None:
+    urls = [f"sqlite+aiosqlite:///{tmp_path / name}" for name in ("a.db", "b.db", "c.db")]
+    for url, seed_value in zip(urls, (7, 7, 8), strict=True):
+        engine = create_engine(url)
+        await migrations.upgrade(engine)
+        assert await is_empty(engine)
+        report = await seed(engine, SeedPlan(users=15, seed=seed_value))
+        assert report.users == 15
+        assert not await is_empty(engine)
+        await engine.dispose()
+    a, b, c = [await _dump(url) for url in urls]
+    assert a == b
+    assert a != c
+    assert len(a["users"]) == 15
+    assert a["comments"]
+
+
+async def test_seed_refuses_a_populated_database_unless_reset(sqlite_url: str) -> None:
+    engine = create_engine(sqlite_url)
+    try:
+        await migrations.upgrade(engine)
+        await seed(engine, SeedPlan(users=3))
+        with pytest.raises(ValueError, match="already holds users"):
+            await seed(engine, SeedPlan(users=3))
+        report = await seed(engine, SeedPlan(users=4), reset=True)
+        assert report.users == 4
+    finally:
+        await engine.dispose()
+
+
+def test_seed_plan_rejects_negative_counts() -> None:
+    with pytest.raises(ValueError, match="users must be an int >= 0, got -1"):
+        SeedPlan(users=-1)
+
+
+# -- metrics --------------------------------------------------------------------------------
+
+
+def test_metrics_render_the_prometheus_text_format() -> None:
+    metrics = Metrics()
+    metrics.observe_request("POST", "/graphql", 200, 0.02)
+    metrics.observe_request("GET", "/nowhere/42", 404, 0.001)
+    metrics.observe_batch("user", 30)
+    metrics.add_gauge("example_api_view_queue_size", "Views waiting.", lambda: 4)
+    text = metrics.render()
+    assert text.endswith("\n")
+    assert 'example_api_http_requests_total{method="POST",path="/graphql",status="200"} 1' in text
+    assert 'example_api_http_requests_total{method="GET",path="other",status="404"} 1' in text
+    assert 'example_api_http_request_duration_seconds_bucket{path="/graphql",le="0.01"} 0' in text
+    assert 'example_api_http_request_duration_seconds_bucket{path="/graphql",le="0.025"} 1' in text
+    assert 'example_api_http_request_duration_seconds_bucket{path="/graphql",le="+Inf"} 1' in text
+    assert 'example_api_loader_batch_size_bucket{loader="user",le="25"} 0' in text
+    assert 'example_api_loader_batch_size_bucket{loader="user",le="50"} 1' in text
+    assert 'example_api_loader_batch_size_sum{loader="user"} 30' in text
+    assert "# TYPE example_api_view_queue_size gauge\nexample_api_view_queue_size 4" in text
+    for line in text.splitlines():
+        assert line.startswith("# ") or len(line.rsplit(" ", 1)) == 2, line
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "example_api", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_cli_migrates_seeds_and_reports_the_revision(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    done = _cli("seed", "--users", "6", "--seed", "2", "--database-url", url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("seeded 6 users, ")
+    again = _cli("seed", "--users", "6", "--if-empty", env={"DATABASE_URL": url})
+    assert "nothing seeded" in again.stdout
+    refused = _cli("seed", "--users", "6", "--database-url", url)
+    assert refused.returncode == 2
+    assert "already holds users" in refused.stderr
+    head = migrations.head_revision()
+    assert (
+        f"database at revision {head}" in _cli("migrate", "current", "--database-url", url).stdout
+    )
+    down = _cli("migrate", "downgrade", "base", "--database-url", url)
+    assert "database at revision (none)" in down.stdout
+    up = _cli("migrate", env={"DATABASE_URL": url})
+    assert f"database at revision {head}" in up.stdout
+    async_url = url.replace("sqlite://", "sqlite+aiosqlite://")
+    assert scalar(async_url, "SELECT count(*) FROM users") == 0
+
+
+def test_alembic_command_reads_database_url_like_the_server(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'alembic.db'}"
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "alembic"), "upgrade", "head"],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    async_url = url.replace("sqlite://", "sqlite+aiosqlite://")
+    assert (
+        scalar(async_url, "SELECT version_num FROM alembic_version") == migrations.head_revision()
+    )
