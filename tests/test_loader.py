@@ -831,3 +831,26 @@ async def test_per_key_bookkeeping_creates_no_reference_cycles() -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_load_many_positions_are_answered_once_even_when_closed_midway() -> None:
+    async def main() -> list[Any]:
+        async def fetch(keys: list[int]) -> dict[int, Any]:
+            return {1: 1, 2: ConnectionError("shard down")}
+
+        loader = KeyedLoader(fetch, error_mode="retry", retry=RetryPolicy(base_delay_ms=1000))
+        many = loader.load_many([1, 2], return_exceptions=True)
+        await asyncio.sleep(0.1)  # key 1 answered; key 2 waits to be retried
+        loader.close()
+        return await many
+
+    result = run_virtual(main)
+    assert result[0] == 1
+    assert isinstance(result[1], LoaderClosedError)
+
+
+async def test_load_many_of_two_cached_misses_fails_once() -> None:
+    loader = KeyedLoader(Recorder(skip=[1, 2]), missing="error")
+    await asyncio.gather(loader.load(1), loader.load(2), return_exceptions=True)
+    with pytest.raises(MissingKeyError):
+        await loader.load_many([1, 2])
