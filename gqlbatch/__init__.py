@@ -5,6 +5,8 @@ The core needs nothing beyond the standard library. Integrations live in
 asked for.
 """
 
+__version__ = "0.1.0"
+
 from gqlbatch._errors import (
     BatchError,
     GqlBatchError,
