@@ -36,5 +36,8 @@ soak: $(STAMP)
 bench: $(STAMP)
 	PYTHONASYNCIODEBUG=0 $(BIN)/python -m benchmarks
 
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis site data

@@ -24,6 +24,9 @@ V = TypeVar("V")
 R = TypeVar("R")
 
 
+_UNSET: Any = object()  # a load_many position not answered yet
+
+
 class _Gather:
     """The result list of one ``load_many`` call, filled as its keys are answered."""
 
@@ -31,7 +34,7 @@ class _Gather:
 
     def __init__(self, outer: asyncio.Future[list[Any]], size: int, return_exceptions: bool):
         self.outer = outer
-        self.results: list[Any] = [None] * size
+        self.results: list[Any] = [_UNSET] * size
         self.remaining = size
         self.return_exceptions = return_exceptions
 
@@ -56,7 +59,8 @@ class _Position:
         self.index = index
 
     def done(self) -> bool:
-        return self.gather.outer.done()
+        gather = self.gather
+        return gather.results[self.index] is not _UNSET or gather.outer.done()
 
     def set_result(self, value: Any) -> None:
         self.gather.put(self.index, value)
@@ -321,7 +325,9 @@ class KeyedLoader(Engine, Generic[K, V]):
                 continue
             self._cache_hits += 1
             if hit is MISS:
-                _Position(gather, index).set_exception(self._missing_error_for(key))
+                position = _Position(gather, index)
+                if not position.done():
+                    position.set_exception(self._missing_error_for(key))
             else:
                 gather.put(index, hit[0] if type(hit) is tuple else hit.result())
         return outer

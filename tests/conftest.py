@@ -9,10 +9,12 @@ is set (CI sets it), an unreachable server fails the tests instead of skipping.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,3 +63,21 @@ def pg_url(pg_database: str) -> str:
 def sqlite_url(tmp_path: Path) -> str:
     """SQLAlchemy async URL (aiosqlite) of a fresh SQLite file for this test."""
     return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+
+
+@pytest.fixture
+async def loop_reports() -> Any:
+    """Record what the running loop reports (unretrieved exceptions, destroyed tasks...).
+
+    The test fails if anything was reported by the time it ends.
+    """
+    loop = asyncio.get_running_loop()
+    reports: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reports.append(context))
+    yield reports
+    await asyncio.sleep(0)
+    gc.collect()
+    await asyncio.sleep(0)
+    loop.set_exception_handler(previous)
+    assert reports == [], reports
