@@ -60,7 +60,7 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapper, QueryableAttribute, RelationshipDirection, RelationshipProperty
 from sqlalchemy.orm.exc import UnmappedColumnError
-from sqlalchemy.sql import ColumnElement, FromClause, Select
+from sqlalchemy.sql import ColumnElement, FromClause, Select, TextClause
 from sqlalchemy.sql.base import ExecutableOption
 
 from gqlbatch import KeyedLoader, RetryPolicy
@@ -477,7 +477,7 @@ class _Spec:
     many: bool
     secondary: FromClause | None = None
     secondary_on: ColumnElement[bool] | None = None
-    where: tuple[ColumnElement[bool], ...] = ()
+    where: tuple[ColumnElement[bool] | TextClause, ...] = ()
     order_by: tuple[Any, ...] = ()
     limit: int | None = None
     options: tuple[ExecutableOption, ...] = ()
@@ -585,7 +585,7 @@ def _check_common(
     from sqlalchemy.sql.elements import ClauseElement
 
     checked: dict[str, Any] = {
-        "where": _tuple_of(where, "where", ColumnElement),
+        "where": _tuple_of(where, "where", (ColumnElement, TextClause)),
         "order_by": _tuple_of(order_by, "order_by", (ClauseElement, QueryableAttribute)),
         "options": _tuple_of(options, "options", ExecutableOption),
     }
@@ -704,14 +704,18 @@ class _Fetcher(Generic[K, T]):
         unique_keys = list(wanted)
         async with self._sessions.session() as session:
             dialect = session.get_bind(mapper=spec.mapper).dialect
-            use_array = dialect.name == "postgresql" and not spec.composite
+            use_array = dialect.name == "postgresql"
             statement, own_params = self._statement(dialect, use_array)
             params: dict[str, Any] = {} if spec.limit is None else {_LIMIT: spec.limit}
             chunks = [unique_keys]
             if not use_array:
                 chunks = self._chunks(unique_keys, dialect, own_params)
             for chunk in chunks:
-                params[_KEYS] = chunk
+                if use_array and spec.composite:  # one array per key column
+                    for index in range(len(spec.parts)):
+                        params[f"{_KEYS}_{index}"] = [key[index] for key in chunk]
+                else:
+                    params[_KEYS] = chunk
                 result = await session.execute(statement, params)
                 for row in result.unique().all():
                     rows.append((self._row_key(row), row[0]))
@@ -776,9 +780,20 @@ class _Fetcher(Generic[K, T]):
     def _build(self, use_array: bool) -> Select[Any]:
         spec = self._spec
         key_columns = [p.column for p in spec.parts]
-        if use_array:
+        if use_array and spec.composite:
+            # (a, b) IN (SELECT * FROM unnest($1::T1[], $2::T2[])): a long list of
+            # row constructors would exhaust PostgreSQL's parser stack instead.
+            arrays = [
+                bindparam(f"{_KEYS}_{i}", type_=ARRAY(c.type)) for i, c in enumerate(key_columns)
+            ]
+            names = [f"key_{i}" for i in range(len(arrays))]
+            unnested = func.unnest(*arrays).table_valued(*names).render_derived()
+            key_filter: ColumnElement[bool] = tuple_(*key_columns).in_(
+                select(*(unnested.c[name] for name in names))
+            )
+        elif use_array:
             array = bindparam(_KEYS, type_=ARRAY(key_columns[0].type))
-            key_filter: ColumnElement[bool] = key_columns[0] == any_(array)
+            key_filter = key_columns[0] == any_(array)
         elif spec.composite:
             key_filter = tuple_(*key_columns).in_(bindparam(_KEYS, expanding=True))
         else:

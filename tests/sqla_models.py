@@ -10,6 +10,7 @@ that other test modules' tables never collide with these.
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -216,3 +217,12 @@ async def open_database(
             async with admin.begin() as conn:
                 await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
             await admin.dispose()
+
+
+def sqlite_variable_limit() -> int:
+    """SQLITE_LIMIT_VARIABLE_NUMBER of the SQLite library this Python links."""
+    probe = sqlite3.connect(":memory:")
+    try:
+        return probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    finally:
+        probe.close()

@@ -317,8 +317,11 @@ async def test_keys_above_the_parameter_limit_split_into_as_few_statements_as_ne
     keys = list(range(1, 101))
     fetcher = by_column(Account.org, Account.login, max_params=30)
     result, sql = await fetch(db, fetcher, [("acme", str(k)) for k in keys] + [("acme", "ann")])
-    assert len(sql) == 7  # 101 keys x 2 parameters, at most 30 per statement: 15 keys each
     assert list(result) == [("acme", "ann")]
+    if db.kind == "postgres":
+        assert len(sql) == 1  # one array per key column, whatever the count
+    else:
+        assert len(sql) == 7  # 101 keys x 2 parameters, at most 30 per statement: 15 keys each
     grouped, sql = await fetch(db, by_group(Post.author_id, max_params=40, limit=1), keys)
     if db.kind == "postgres":
         assert len(sql) == 1  # one array parameter, whatever the count
