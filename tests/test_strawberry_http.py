@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -75,18 +75,17 @@ schema = strawberry.Schema(Query, extensions=[LoaderExtension.with_statistics()]
 class Sessions:
     """A per-request session source: records that the request closed it."""
 
-    closed: list[Sessions] = []
+    closed: ClassVar[list[Sessions]] = []
 
     async def aclose(self) -> None:
         Sessions.closed.append(self)
 
 
 @pytest.fixture(autouse=True)
-def _reset() -> Iterator[None]:
+def _reset() -> None:
     BATCHES.clear()
     CONTEXTS.clear()
     Sessions.closed.clear()
-    yield
 
 
 def _free_port() -> int:
