@@ -29,11 +29,6 @@ from gqlbatch.strawberry import (
     write_through,
 )
 
-# tests/test_smoke_api.py counts every public attribute of the ``gqlbatch`` package as an
-# export, and importing a submodule sets one. Until that test skips modules, keep the
-# integration off the package's namespace (sys.modules still has it).
-vars(gqlbatch).pop("strawberry", None)
-
 # --------------------------------------------------------------------------- a tiny data layer
 
 

@@ -17,7 +17,6 @@ import uvicorn
 from fastapi import FastAPI
 from strawberry.fastapi import GraphQLRouter
 
-import gqlbatch
 from gqlbatch.strawberry import (
     Context,
     GraphQL,
@@ -27,8 +26,6 @@ from gqlbatch.strawberry import (
     loader,
     write_through,
 )
-
-vars(gqlbatch).pop("strawberry", None)  # see tests/test_strawberry.py
 
 NAMES = {i: f"user{i}" for i in range(1, 51)}
 BATCHES: list[list[int]] = []
