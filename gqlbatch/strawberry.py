@@ -145,12 +145,13 @@ class StatementCounting(Protocol):
 class RegistryClosedError(GqlBatchError, RuntimeError):
     """A closed registry was asked for a loader: its request is over."""
 
-    def __init__(self, registry: str, loader: str) -> None:
+    def __init__(self, registry: str, loader: str | None = None) -> None:
         self.registry = registry
         self.loader = loader
+        refused = "serve another operation" if loader is None else f"hand out loader {loader!r}"
         super().__init__(
-            f"{registry} is closed, so it cannot hand out loader {loader!r}: its request has "
-            f"ended. Create one {registry} per request"
+            f"{registry} is closed (its request has ended) and cannot {refused}; "
+            f"create one {registry} per request"
         )
 
 
@@ -572,7 +573,7 @@ class LoaderRegistry:
     def _operation_started(self) -> None:
         """An operation begins using this registry (called by LoaderExtension)."""
         if self._closed:
-            raise RegistryClosedError(type(self).__name__, "(any)")
+            raise RegistryClosedError(type(self).__name__)
         self._operations += 1
 
     def _operation_ended(self) -> None:

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -272,7 +273,10 @@ async def test_a_closed_registry_refuses_to_hand_out_loaders() -> None:
     loaders.close()
     with pytest.raises(LoaderClosedError):
         await pending
-    with pytest.raises(RegistryClosedError, match="Loaders is closed, so it cannot hand out"):
+    with pytest.raises(
+        RegistryClosedError,
+        match=r"Loaders is closed \(its request has ended\) and cannot hand out loader 'user'",
+    ):
         _ = loaders.user
 
 
@@ -710,3 +714,67 @@ def test_importing_the_integration_needs_neither_sqlalchemy_nor_starlette() -> N
         "assert 'gqlbatch._strawberry_asgi' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+TYPED = """
+import strawberry
+from gqlbatch.strawberry import Context, LoaderRegistry, from_index_batch, loader
+
+async def fetch(ids: list[int]) -> dict[int, str]:
+    return {}
+
+async def rows(ids: list[int]) -> list[bytes]:
+    return []
+
+async def index(ids: list[int]) -> list[float]:
+    return []
+
+class Loaders(LoaderRegistry):
+    name = loader(fetch, key_type=int)
+    strict = loader(fetch, missing="error")
+    grouped = loader(rows, key_of=len, many=True)
+    legacy = loader(from_index_batch(index))
+
+def resolver(info: strawberry.Info[Context[Loaders], None]) -> None:
+    reveal_type(info.context.loaders.name)
+    reveal_type(info.context.loaders.strict)
+    reveal_type(info.context.loaders.grouped)
+    reveal_type(info.context.loaders.legacy)
+    info.context.loaders.name.load("1")
+"""
+
+
+def test_mypy_knows_the_type_of_each_declared_loader(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    source = tmp_path / "typed.py"
+    source.write_text(TYPED)
+    run = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", str(source)],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    revealed = [
+        line.split("Revealed type is ")[1] for line in run.stdout.splitlines() if "Revealed" in line
+    ]
+    assert revealed == [
+        '"gqlbatch._loader.KeyedLoader[int, str | None]"',
+        '"gqlbatch._loader.KeyedLoader[int, str]"',
+        '"gqlbatch._loader.KeyedLoader[int, list[bytes]]"',
+        '"gqlbatch._loader.KeyedLoader[int, float | None]"',
+    ], run.stdout + run.stderr
+    assert 'Argument 1 to "load" of "KeyedLoader" has incompatible type "str"' in run.stdout
+
+
+async def test_an_operation_on_a_closed_registry_fails_with_a_clear_error() -> None:
+    context = new_context()
+    await context.aclose()
+    result = await schema.execute("{ user(id: 1) { name } }", context_value=context)
+    assert result.errors is not None
+    assert [e.message for e in result.errors] == [
+        "Loaders is closed (its request has ended) and cannot serve another operation; "
+        "create one Loaders per request"
+    ]
