@@ -37,6 +37,7 @@ from gqlbatch._errors import (
     WrongEventLoopError,
     describe,
 )
+from gqlbatch._observe import OBSERVERS, BatchInfo, BatchObserver
 from gqlbatch._options import BatchOptions, ErrorMode
 from gqlbatch._stats import LoaderStats
 
@@ -80,14 +81,16 @@ class Batch:
     reference cycle for the garbage collector to chase.
     """
 
-    __slots__ = ("attempts", "extra", "finished", "keys", "started", "waiters")
+    __slots__ = ("attempts", "created", "extra", "finished", "keys", "started", "waiters")
 
     def __init__(
         self,
         waiters: dict[Hashable, Waiter],
         extra: dict[Hashable, list[Waiter]] | None,
         keys: dict[Hashable, Any] | None,
+        created: float = 0.0,
     ) -> None:
+        self.created = created  # loop time of its first key
         self.waiters = waiters  # cache key -> first waiter, in arrival order
         self.extra = extra  # cache key -> further waiters of that key (rare)
         self.keys = keys  # cache key -> key, where the two differ
@@ -164,6 +167,7 @@ class Engine:
         self._pending_extra: dict[Hashable, list[Waiter]] | None = None
         self._pending_keys: dict[Hashable, Any] | None = None
         self._handle: asyncio.Handle | None = None  # its dispatch, once scheduled
+        self._first_at = 0.0  # loop time when the pending batch's first key arrived
         self._seen = 0  # pending keys at the previous iteration (max_wait_ms=0)
         self._iterations = 0
         # Values (a done future, or a 1-tuple before a future was needed), misses,
@@ -367,6 +371,7 @@ class Engine:
         """Arrange the dispatch of a batch whose first key just arrived."""
         loop = self._loop
         assert loop is not None
+        self._first_at = loop.time()
         if self._wait:
             self._handle = loop.call_later(self._wait, self._dispatch)
         else:
@@ -393,7 +398,7 @@ class Engine:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        batch = Batch(pending, self._pending_extra, self._pending_keys)
+        batch = Batch(pending, self._pending_extra, self._pending_keys, self._first_at)
         self._pending = {}
         self._pending_extra = None
         if self._pending_keys is not None:
@@ -440,19 +445,31 @@ class Engine:
                 self._keys_dispatched += len(keys)
                 if len(keys) > self._largest:
                     self._largest = len(keys)
-                outcome = await self._call(keys)
+                watch = self._observe(batch, len(keys)) if OBSERVERS else None
+                try:
+                    outcome = await self._call(keys)
+                except BaseException as exc:  # cancelled: observers still hear the end
+                    if watch:
+                        self._observed(watch, exc, 0)
+                    raise
             finally:
                 if self._max_concurrency is not None:
                     self._release_slot()
             if type(outcome) is _Failure:
                 error = outcome.error
+                if watch:
+                    self._observed(watch, error, 0)
             else:
                 try:
                     outcomes = self._correlate(outcome, batch, cks)
                 except Exception as exc:  # a result of the wrong shape fails the batch
                     error = exc
+                    if watch:
+                        self._observed(watch, error, 0)
                 else:
                     failed = self._deliver(batch, cks, outcomes)
+                    if watch:
+                        self._observed(watch, None, len(failed))
                     retry = [ck for ck, exc in failed if self._may_retry(exc, batch.attempts)]
                     if retry:
                         retried = set(retry)
@@ -477,6 +494,45 @@ class Engine:
             if isinstance(error, KeyboardInterrupt | SystemExit):
                 raise error
             return
+
+    def _observe(
+        self, batch: Batch, size: int
+    ) -> tuple[BatchInfo, list[tuple[BatchObserver, Any]]] | None:
+        """Tell the observers a call starts; return what ``_observed`` needs."""
+        assert self._loop is not None
+        info = BatchInfo(
+            loader=self._name,
+            kind=self._kind,
+            size=size,
+            attempt=batch.attempts,
+            waited_ms=(self._loop.time() - batch.created) * 1000,
+        )
+        tokens = []
+        for observer in list(OBSERVERS):
+            try:
+                tokens.append((observer, observer.batch_started(info)))
+            except Exception as exc:
+                self._report_observer(observer, exc)
+        return info, tokens
+
+    def _observed(
+        self,
+        watch: tuple[BatchInfo, list[tuple[BatchObserver, Any]]],
+        error: BaseException | None,
+        failed_keys: int,
+    ) -> None:
+        info, tokens = watch
+        for observer, token in tokens:
+            try:
+                observer.batch_finished(token, info, error, failed_keys)
+            except Exception as exc:
+                self._report_observer(observer, exc)
+
+    def _report_observer(self, observer: BatchObserver, exc: Exception) -> None:
+        assert self._loop is not None
+        self._loop.call_exception_handler(
+            {"message": f"gqlbatch observer {observer!r} raised", "exception": exc}
+        )
 
     async def _call(self, keys: list[Any]) -> Any:
         """One call of the batch function; a failure is returned as ``_Failure``.
