@@ -50,6 +50,7 @@ from typing import (
 )
 
 from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
 from gqlbatch import (
     BatchOptions,
@@ -813,6 +814,34 @@ class LoaderExtension(SchemaExtension):
                 if scope is not None:
                     scope.__exit__(None, None, None)
                 registry._operation_ended()
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        # A subscription is one operation that resolves each event separately: each
+        # event gets the statistics of its own resolution, and, when no other
+        # operation shares the registry, fresh loaders, so nothing cached while one
+        # event resolved is served to the next. Other streams (@defer, @stream)
+        # keep their loaders: later frames may still be resolving with them.
+        registry = _registry_of(self.execution_context.context)
+        if registry is None or not self._is_subscription():
+            yield
+            return
+        if self._wants_statistics():
+            report = self._report(registry, None)
+            extensions = getattr(result, "extensions", None)
+            if isinstance(extensions, dict):
+                extensions.update(report)
+            elif hasattr(result, "extensions"):
+                result.extensions = report
+        yield
+        if registry._operations == 1:
+            registry._forget()
+
+    def _is_subscription(self) -> bool:
+        try:
+            operation_type = self.execution_context.operation_type
+        except Exception:  # an unparsable document: not ours to report
+            return False
+        return operation_type is OperationType.SUBSCRIPTION
 
     def _report(self, registry: LoaderRegistry, counted: StatementScope | None) -> dict[str, Any]:
         """The statistics of every loader the operation created, JSON-ready."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,9 +167,22 @@ class Mutation:
         return User.of(fresh) if fresh else None
 
 
+@strawberry.type
+class Subscription:
+    @strawberry.subscription
+    async def watch(self, info: Info, id: int, times: int = 3) -> AsyncGenerator[User, None]:
+        for _ in range(times):
+            row = await info.context.loaders.user.load(id)
+            assert row is not None
+            yield User.of(row)
+
+
 schema = strawberry.Schema(query=Query, mutation=Mutation, extensions=[LoaderExtension])
 stats_schema = strawberry.Schema(
-    query=Query, mutation=Mutation, extensions=[LoaderExtension.with_statistics()]
+    query=Query,
+    mutation=Mutation,
+    subscription=Subscription,
+    extensions=[LoaderExtension.with_statistics()],
 )
 
 
@@ -778,3 +791,18 @@ async def test_an_operation_on_a_closed_registry_fails_with_a_clear_error() -> N
         "Loaders is closed (its request has ended) and cannot serve another operation; "
         "create one Loaders per request"
     ]
+
+
+async def test_each_subscription_event_resolves_with_fresh_loaders_and_its_own_statistics() -> None:
+    context = new_context()
+    events = await stats_schema.subscribe(
+        "subscription { watch(id: 9) { name score } }", context_value=context
+    )
+    received = []
+    async for event in events:  # type: ignore[union-attr]
+        assert event.errors is None
+        received.append((event.data, event.extensions["gqlbatch"]["loaders"]["user"]["loads"]))
+    assert received == [({"watch": {"name": "user9", "score": 90}}, 1)] * 3
+    assert batches("user") == [[9], [9], [9]]  # nothing cached from one event to the next
+    assert batches("score") == [[9], [9], [9]]
+    assert context.loaders.created() == {}
