@@ -112,6 +112,10 @@ class Fetcher(Protocol):
       session source;
     - ``loader_options`` holds default :class:`~gqlbatch.KeyedLoader` options
       (``key_type``, ``many``, ...). Options given to :func:`loader` win.
+
+    When the registry has no ``sessions``, the fetcher is used as it is (it may
+    be bound already); one whose optional ``sessions`` attribute is None is
+    known to be unbound, and asking for its loader raises TypeError at once.
     """
 
     @property
@@ -549,6 +553,12 @@ class LoaderRegistry:
             options.update(spec.source.loader_options)
             if self.sessions is not None:
                 batch_fn = spec.source.bind(self.sessions)
+            elif getattr(spec.source, "sessions", _UNSET) is None:  # known to be unbound
+                raise TypeError(
+                    f"{type(self).__name__}.{spec.attribute} reads through {spec.source!r}, "
+                    f"which needs a session source: create the registry with "
+                    f"{type(self).__name__}(sessions=...)"
+                )
         options.update(spec.options)
         options["name"] = spec.options.get("name") or spec.attribute
         if self.statements is not None:

@@ -637,13 +637,17 @@ async def test_a_loader_used_from_another_event_loop_raises_a_clear_error() -> N
                 _ = loaders.user
             except BaseException as exc:
                 errors.append(exc)
+            try:
+                _ = loaders.members  # not created yet, but its siblings live elsewhere
+            except BaseException as exc:
+                errors.append(exc)
 
         asyncio.run(use())
 
     thread = threading.Thread(target=elsewhere)
     thread.start()
     thread.join(timeout=30)
-    assert [type(e) for e in errors] == [WrongEventLoopError, WrongEventLoopError]
+    assert [type(e) for e in errors] == [WrongEventLoopError] * 3
     assert "loader 'user' is bound to another event loop" in str(errors[0])
     assert "loader 'user' is bound to another event loop" in str(errors[1])
 
@@ -806,3 +810,51 @@ async def test_each_subscription_event_resolves_with_fresh_loaders_and_its_own_s
     assert batches("user") == [[9], [9], [9]]  # nothing cached from one event to the next
     assert batches("score") == [[9], [9], [9]]
     assert context.loaders.created() == {}
+
+
+# --------------------------------------------------------------------------- misuse
+
+
+class UnboundFetcher(FakeFetcher):
+    def __repr__(self) -> str:
+        return "<fetcher User.id unbound>"
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "message"),
+    [
+        (lambda: Loaders(statements=3), TypeError, "statements must have a scope"),
+        (lambda: Context(loaders=object()), TypeError, "loaders must be a LoaderRegistry"),
+        (lambda: from_index_batch(3), TypeError, "batch_fn must be callable, got 3"),
+        (
+            lambda: gs.context_getter(Loaders, sessions_factory=3),
+            TypeError,
+            "sessions_factory must be callable, got 3",
+        ),
+        (
+            lambda: gs.GraphQL(schema, registry=3),
+            TypeError,
+            "registry must be a LoaderRegistry subclass, got 3",
+        ),
+        (
+            lambda: type("L", (LoaderRegistry,), {"user": loader(UnboundFetcher())})().user,
+            TypeError,
+            r"L.user reads through <fetcher User.id unbound>, which needs a session source: "
+            r"create the registry with L\(sessions=...\)",
+        ),
+    ],
+)
+def test_misuse_raises_errors_naming_what_is_wrong(
+    build: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        build()
+
+
+def test_reprs_say_what_and_how_much() -> None:
+    loaders = Loaders()
+    _ = loaders.user
+    assert repr(loaders) == "<Loaders 1/3 created>"
+    assert repr(Loaders.user).startswith("<loader Loaders.user of <function fetch_users")
+    loaders.close()
+    assert repr(loaders) == "<Loaders closed>"
