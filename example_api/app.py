@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import strawberry
 from graphql import GraphQLError
@@ -30,8 +29,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
 from strawberry.extensions import (
     DisableIntrospection,
     MaxAliasesLimiter,
@@ -43,13 +40,16 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from example_api import migrations
-from example_api.context import Context, count_statements
+from example_api.context import AppContext
 from example_api.db import create_engine, create_sessionmaker
 from example_api.extensions import PublicErrors, RequestStats, is_public
 from example_api.loaders import Loaders
 from example_api.metrics import Metrics
 from example_api.settings import Settings
 from example_api.views import ViewCounter
+from gqlbatch import add_observer, remove_observer
+from gqlbatch.sqlalchemy import PerBatchSessions, StatementCounter
+from gqlbatch.strawberry import GraphQL, LoaderExtension
 
 __all__ = ["AppState", "build_schema", "create_app"]
 
@@ -72,7 +72,8 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         partial(MaxTokensLimiter, max_token_count=settings.max_tokens),
         partial(QueryDepthLimiter, max_depth=settings.max_depth),
         partial(MaxAliasesLimiter, max_alias_count=settings.max_aliases),
-        RequestStats,
+        LoaderExtension.with_statistics(settings.debug),  # closes loaders; debug: stats
+        RequestStats,  # after LoaderExtension, so it ends first: loaders still counted
     ]
     if not settings.debug:
         extensions += [DisableIntrospection, PublicErrors]
@@ -114,29 +115,6 @@ class AppState:
     views: ViewCounter | None = None
 
 
-class GraphQLApp(GraphQL[Context, None]):
-    """Strawberry's ASGI app with this server's per-request :class:`Context`."""
-
-    def __init__(self, state: AppState, **kwargs: Any) -> None:
-        super().__init__(build_schema(state.settings), **kwargs)
-        self.state = state
-
-    async def get_context(  # type: ignore[override]
-        self, request: Request | WebSocket, response: Response | WebSocket
-    ) -> Context:
-        state = self.state
-        assert state.views is not None, "the application has not started"
-        return Context(
-            request=request,
-            response=response if isinstance(response, Response) else None,
-            settings=state.settings,
-            sessions=state.sessions,
-            loaders=Loaders(state.sessions, state.metrics),
-            views=state.views,
-            metrics=state.metrics,
-        )
-
-
 class MetricsMiddleware:
     """Counts every HTTP request with its status and latency."""
 
@@ -168,7 +146,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """The whole server for ``settings`` (default: read from the environment)."""
     settings = settings or Settings.from_env()
     engine = create_engine(settings.database_url)
-    count_statements(engine)
+    statements = StatementCounter(engine)
     state = AppState(
         settings=settings, engine=engine, sessions=create_sessionmaker(engine), metrics=Metrics()
     )
@@ -183,6 +161,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             max_queue_size=settings.view_queue_size,
             flush_ms=settings.view_flush_ms,
         )
+        add_observer(state.metrics)  # loader batch sizes for /metrics
         mode = "debug" if settings.debug else "production"
         naive = ", NAIVE per-field queries" if settings.naive else ""
         log.info("example_api ready (%s%s) on %s", mode, naive, settings.redacted_database_url)
@@ -191,6 +170,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             log.info("example_api stopping: writing %d pending views", state.views.pending)
             await state.views.aclose()
+            remove_observer(state.metrics)
+            statements.close()
             await engine.dispose()
             log.info("example_api stopped")
 
@@ -208,8 +189,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
-    graphql = GraphQLApp(
-        state,
+    graphql: GraphQL[Loaders] = GraphQL(
+        build_schema(settings),
+        registry=Loaders,
+        sessions=PerBatchSessions(state.sessions),
+        statements=statements,
+        context_class=partial(AppContext, state=state),
         graphql_ide="graphiql" if settings.debug else None,
         allow_queries_via_get=True,  # queries only: Strawberry refuses mutations over GET
         subscription_protocols=(),

@@ -1,79 +1,42 @@
-"""What every resolver can reach through ``info.context``, and the statement counter."""
+"""What every resolver reaches through ``info.context``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.websockets import WebSocket
-
 from example_api.loaders import Loaders
-from example_api.metrics import Metrics
-from example_api.settings import Settings
+from gqlbatch.strawberry import Context
 
 if TYPE_CHECKING:
+    from example_api.app import AppState
+    from example_api.metrics import Metrics
+    from example_api.settings import Settings
     from example_api.views import ViewCounter
 
-__all__ = ["Context", "StatementTally", "count_statements", "statement_scope"]
+__all__ = ["AppContext"]
 
 
-@dataclass(slots=True)
-class StatementTally:
-    """SQL statements run so far in one scope (one GraphQL request)."""
+class AppContext(Context[Loaders]):
+    """gqlbatch's per-request context (``loaders``, ``sessions``, ``statements``,
+    ``request``, ``response``) plus the process-wide parts of the server."""
 
-    count: int = 0
+    def __init__(self, *, state: AppState, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.state = state
 
+    @property
+    def settings(self) -> Settings:
+        """The server's settings."""
+        return self.state.settings
 
-_tally: ContextVar[StatementTally | None] = ContextVar("example_api_statements", default=None)
+    @property
+    def metrics(self) -> Metrics:
+        """The process's metrics."""
+        return self.state.metrics
 
-
-def _on_execute(*_args: Any) -> None:
-    tally = _tally.get()
-    if tally is not None:
-        tally.count += 1
-
-
-def count_statements(engine: AsyncEngine) -> None:
-    """Count every statement ``engine`` runs into the current :func:`statement_scope`.
-
-    An ``executemany`` counts once: it is one statement sent with many rows.
-    """
-    if not event.contains(engine.sync_engine, "before_cursor_execute", _on_execute):
-        event.listen(engine.sync_engine, "before_cursor_execute", _on_execute)
-
-
-@contextmanager
-def statement_scope() -> Iterator[StatementTally]:
-    """A fresh tally for the statements run from this context (and tasks it starts)."""
-    tally = StatementTally()
-    token = _tally.set(tally)
-    try:
-        yield tally
-    finally:
-        _tally.reset(token)
-
-
-def leave_statement_scope() -> None:
-    """Stop counting in the current context (for process-wide work a request started)."""
-    _tally.set(None)
-
-
-@dataclass(slots=True, kw_only=True)
-class Context:
-    """The per-request context of the GraphQL app."""
-
-    request: Request | WebSocket
-    response: Response | None
-    settings: Settings
-    sessions: async_sessionmaker[AsyncSession]
-    loaders: Loaders
-    views: ViewCounter
-    metrics: Metrics
-    statements: StatementTally = field(default_factory=StatementTally)
+    @property
+    def views(self) -> ViewCounter:
+        """The process-wide view queue."""
+        views = self.state.views
+        assert views is not None, "the application has not started"
+        return views

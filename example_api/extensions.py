@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Any
 
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, SchemaExtension
 
-from example_api.context import Context, statement_scope
+from example_api.context import AppContext
 
 __all__ = ["PublicErrors", "RequestStats", "is_public"]
 
@@ -17,50 +17,27 @@ _SUGGESTION = re.compile(r"\s*Did you mean .*$", re.DOTALL)
 
 
 class RequestStats(SchemaExtension):
-    """Counts the request's SQL statements, closes its loaders, and reports both.
+    """Feeds ``/metrics`` with each operation's SQL statements, loader counters and errors.
 
-    Every operation feeds ``/metrics``; in debug mode the response's
-    ``extensions.gqlbatch`` also carries ``sql_statements`` and each loader's
-    loads, cache hits, batches and largest batch.
+    List it after ``LoaderExtension``: it then ends first, while the request's
+    loaders (closed and forgotten by ``LoaderExtension``) still hold their counters.
+    The debug-mode ``extensions.gqlbatch`` report is ``LoaderExtension``'s.
     """
 
-    async def on_operation(self) -> AsyncIterator[None]:  # type: ignore[override]
+    def on_operation(self) -> Iterator[None]:
         context = self.execution_context.context
-        if not isinstance(context, Context):
+        if not isinstance(context, AppContext) or context.statements is None:
             yield
             return
-        with statement_scope() as tally:
-            context.statements = tally
-            try:
-                yield
-            finally:
-                await context.loaders.aclose()
+        with context.statements.scope() as counted:
+            yield
+            context.metrics.observe_operation(counted.count, context.loaders.stats())
 
     def get_results(self) -> dict[str, Any]:
         context = self.execution_context.context
-        if not isinstance(context, Context):
-            return {}
-        stats = context.loaders.stats()
-        errors = self.execution_context.pre_execution_errors or ()
-        context.metrics.observe_operation(context.statements.count, stats, len(errors))
-        if not context.settings.debug:
-            return {}
-        return {
-            "gqlbatch": {
-                "sql_statements": context.statements.count,
-                "loaders": {
-                    name: {
-                        "loads": s.loads,
-                        "cache_hits": s.cache_hits,
-                        "batches": s.batches,
-                        "keys_dispatched": s.keys_dispatched,
-                        "largest_batch": s.largest_batch,
-                    }
-                    for name, s in sorted(stats.items())
-                    if s.loads
-                },
-            }
-        }
+        if isinstance(context, AppContext):
+            context.metrics.graphql_errors += len(self.execution_context.pre_execution_errors or ())
+        return {}
 
 
 def is_public(error: GraphQLError) -> bool:

@@ -11,8 +11,9 @@ import bisect
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from gqlbatch import LoaderStats
+from gqlbatch import BatchInfo, LoaderStats
 
 __all__ = ["Histogram", "Metrics"]
 
@@ -99,12 +100,9 @@ class Metrics:
         self.requests[key] = self.requests.get(key, 0) + 1
         self.latency.observe(seconds, (("path", route),))
 
-    def observe_operation(
-        self, statements: int, loaders: Mapping[str, LoaderStats], errors: int
-    ) -> None:
+    def observe_operation(self, statements: int, loaders: Mapping[str, LoaderStats]) -> None:
         """Record one GraphQL operation: its SQL statements and its loaders' counters."""
         self.sql_statements.observe(statements)
-        self.graphql_errors += errors
         for name, stats in loaders.items():
             labels = (("loader", name),)
             self.loader_loads[labels] = self.loader_loads.get(labels, 0) + stats.loads
@@ -115,6 +113,15 @@ class Metrics:
     def observe_batch(self, loader: str, size: int) -> None:
         """Record one call of ``loader``'s fetcher with ``size`` keys."""
         self.batch_sizes.observe(size, (("loader", loader),))
+
+    def batch_started(self, info: BatchInfo) -> None:
+        """gqlbatch observer hook: every batch call of every loader and queue."""
+        self.observe_batch(info.loader or info.kind, info.size)
+
+    def batch_finished(
+        self, token: Any, info: BatchInfo, error: BaseException | None, failed_keys: int
+    ) -> None:
+        """gqlbatch observer hook: nothing more to record."""
 
     def render(self) -> str:
         """The Prometheus text format of every metric."""

@@ -18,21 +18,21 @@ from sqlalchemy import Select, select
 from strawberry.types import Info
 
 from example_api import models
-from example_api.context import Context
+from example_api.context import AppContext
 from example_api.schema import page_of
 
 __all__ = ["Query"]
 
-Ctx = Info[Context, None]
+Ctx = Info[AppContext, None]
 
 
 async def _all(info: Ctx, stmt: Select[Any]) -> list[Any]:
-    async with info.context.sessions() as session:
+    async with info.context.sessions.session() as session:
         return list((await session.scalars(stmt)).all())
 
 
 async def _one(info: Ctx, model: type[models.Base], key: int) -> Any:
-    async with info.context.sessions() as session:
+    async with info.context.sessions.session() as session:
         return await session.get(model, key)
 
 
@@ -45,9 +45,9 @@ class User:
 
     @strawberry.field
     async def posts(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[Post]:
-        page = page_of(info, limit, offset)
+        limit, offset = page_of(info, limit, offset)
         stmt = select(models.Post).where(models.Post.author_id == int(self.id))
-        return await _all(info, stmt.order_by(models.Post.id).limit(page.limit).offset(page.offset))
+        return await _all(info, stmt.order_by(models.Post.id).limit(limit).offset(offset))
 
 
 @strawberry.type(name="Post")
@@ -65,15 +65,13 @@ class Post:
 
     @strawberry.field
     async def comments(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[Comment]:
-        page = page_of(info, limit, offset)
+        limit, offset = page_of(info, limit, offset)
         stmt = select(models.Comment).where(models.Comment.post_id == int(self.id))
-        return await _all(
-            info, stmt.order_by(models.Comment.id).limit(page.limit).offset(page.offset)
-        )
+        return await _all(info, stmt.order_by(models.Comment.id).limit(limit).offset(offset))
 
     @strawberry.field
     async def tags(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[Tag]:
-        page = page_of(info, limit, offset)
+        limit, offset = page_of(info, limit, offset)
         stmt = (
             select(models.Tag)
             .join(models.post_tags, models.post_tags.c.tag_id == models.Tag.id)
@@ -81,7 +79,7 @@ class Post:
         )
         return await _all(
             info,
-            stmt.order_by(models.Tag.name, models.Tag.id).limit(page.limit).offset(page.offset),
+            stmt.order_by(models.Tag.name, models.Tag.id).limit(limit).offset(offset),
         )
 
 
@@ -109,18 +107,18 @@ class Tag:
 
     @strawberry.field
     async def posts(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[Post]:
-        page = page_of(info, limit, offset)
+        limit, offset = page_of(info, limit, offset)
         stmt = (
             select(models.Post)
             .join(models.post_tags, models.post_tags.c.post_id == models.Post.id)
             .where(models.post_tags.c.tag_id == int(self.id))
         )
-        return await _all(info, stmt.order_by(models.Post.id).limit(page.limit).offset(page.offset))
+        return await _all(info, stmt.order_by(models.Post.id).limit(limit).offset(offset))
 
 
 def _page(model: type[models.Base], info: Ctx, limit: int, offset: int) -> Select[Any]:
-    page = page_of(info, limit, offset)
-    return select(model).order_by(model.id).limit(page.limit).offset(page.offset)  # type: ignore[attr-defined]
+    limit, offset = page_of(info, limit, offset)
+    return select(model).order_by(model.id).limit(limit).offset(offset)  # type: ignore[attr-defined]
 
 
 @strawberry.type(name="Query")

@@ -20,13 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types import Info
 
 from example_api import models
-from example_api.context import Context
-from example_api.loaders import Page
+from example_api.context import AppContext
+from example_api.loaders import PageKey
 from example_api.views import ViewQueueFullError
+from gqlbatch.strawberry import invalidate, write_through
 
 __all__ = ["Comment", "Mutation", "Post", "Query", "Tag", "User", "UserInputError"]
 
-Ctx = Info[Context, None]
+Ctx = Info[AppContext, None]
 
 
 class UserInputError(GraphQLError):
@@ -36,7 +37,7 @@ class UserInputError(GraphQLError):
         super().__init__(message, extensions={"code": code})
 
 
-def page_of(info: Ctx, limit: int, offset: int) -> Page:
+def page_of(info: Ctx, limit: int, offset: int) -> tuple[int, int]:
     """The page a list field was asked for, checked against the maximum page size."""
     maximum = info.context.settings.max_page_size
     if not 0 <= limit <= maximum:
@@ -45,7 +46,12 @@ def page_of(info: Ctx, limit: int, offset: int) -> Page:
         )
     if offset < 0:
         raise UserInputError(f"offset must be >= 0, got {offset}")
-    return Page(limit, offset)
+    return limit, offset
+
+
+def page_key(parent: object, info: Ctx, limit: int, offset: int) -> PageKey:
+    """The key of ``parent``'s page in a paged loader: ``(id, limit, offset)``."""
+    return (int(parent.id), *page_of(info, limit, offset))  # type: ignore[attr-defined]
 
 
 def id_of(value: strawberry.ID, argument: str) -> int:
@@ -70,8 +76,8 @@ class User:
 
     @strawberry.field(description="This user's posts, oldest first.")
     async def posts(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[Post]:
-        loader = info.context.loaders.posts_of_user(page_of(info, limit, offset))
-        return await loader.load(int(self.id))  # type: ignore[return-value]
+        key = page_key(self, info, limit, offset)
+        return await info.context.loaders.posts_of_user.load(key)  # type: ignore[no-any-return]
 
 
 @strawberry.type
@@ -95,13 +101,13 @@ class Post:
 
     @strawberry.field(description="Comments on this post, oldest first.")
     async def comments(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[Comment]:
-        loader = info.context.loaders.comments_of_post(page_of(info, limit, offset))
-        return await loader.load(int(self.id))  # type: ignore[return-value]
+        key = page_key(self, info, limit, offset)
+        return await info.context.loaders.comments_of_post.load(key)  # type: ignore[no-any-return]
 
     @strawberry.field(description="Tags of this post, by name.")
     async def tags(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[Tag]:
-        loader = info.context.loaders.tags_of_post(page_of(info, limit, offset))
-        return await loader.load(int(self.id))  # type: ignore[return-value]
+        key = page_key(self, info, limit, offset)
+        return await info.context.loaders.tags_of_post.load(key)  # type: ignore[no-any-return]
 
 
 @strawberry.type
@@ -136,8 +142,8 @@ class Tag:
 
     @strawberry.field(description="Posts carrying this tag, oldest first.")
     async def posts(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[Post]:
-        loader = info.context.loaders.posts_of_tag(page_of(info, limit, offset))
-        return await loader.load(int(self.id))  # type: ignore[return-value]
+        key = page_key(self, info, limit, offset)
+        return await info.context.loaders.posts_of_tag.load(key)  # type: ignore[no-any-return]
 
 
 @strawberry.type
@@ -149,9 +155,9 @@ class RecordViewPayload:
 
 
 async def _page(info: Ctx, model: type[models.Base], limit: int, offset: int) -> list[Any]:
-    page = page_of(info, limit, offset)
-    async with info.context.sessions() as session:
-        stmt = select(model).order_by(model.id).limit(page.limit).offset(page.offset)  # type: ignore[attr-defined]
+    limit, offset = page_of(info, limit, offset)
+    async with info.context.sessions.session() as session:
+        stmt = select(model).order_by(model.id).limit(limit).offset(offset)  # type: ignore[attr-defined]
         return list((await session.scalars(stmt)).all())
 
 
@@ -248,17 +254,16 @@ class Mutation:
         author = await _existing_user(info, id_of(author_id, "authorId"), "authorId")
         title = _check_text(title, "title", 200)
         loaders = info.context.loaders
-        async with info.context.sessions() as session, session.begin():
+        async with info.context.sessions.session() as session, session.begin():
             post = models.Post(author_id=author.id, title=title, body=body)
             session.add(post)
             await session.flush()
             tag_ids = await _link_tags(session, post.id, await _tags_named(session, tags or ()))
             await session.refresh(post)
-        loaders.post.prime(post.id, post)
-        loaders.forget("posts_of_user", author.id)
-        loaders.forget("tags_of_post", post.id)
-        for tag_id in tag_ids:
-            loaders.forget("posts_of_tag", tag_id)
+        write_through(loaders.post, post.id, post)
+        invalidate(loaders.posts_of_user)  # every cached page: any may now hold the post
+        if tag_ids:
+            invalidate(loaders.posts_of_tag)
         return post  # type: ignore[return-value]
 
     @strawberry.mutation(description="Comment on a post.")
@@ -268,22 +273,22 @@ class Mutation:
         post = await _existing_post(info, id_of(post_id, "postId"))
         author = await _existing_user(info, id_of(author_id, "authorId"), "authorId")
         body = _check_text(body, "body", 10_000)
-        async with info.context.sessions() as session, session.begin():
+        async with info.context.sessions.session() as session, session.begin():
             comment = models.Comment(post_id=post.id, author_id=author.id, body=body)
             session.add(comment)
             await session.flush()
             await session.refresh(comment)
-        info.context.loaders.forget("comments_of_post", post.id)
+        invalidate(info.context.loaders.comments_of_post)
         return comment  # type: ignore[return-value]
 
     @strawberry.mutation(description="Put a tag (created when new) on a post.")
     async def tag_post(self, info: Ctx, post_id: strawberry.ID, tag: str) -> Post:
         post = await _existing_post(info, id_of(post_id, "postId"))
-        async with info.context.sessions() as session, session.begin():
+        async with info.context.sessions.session() as session, session.begin():
             tag_ids = await _link_tags(session, post.id, await _tags_named(session, [tag]))
-        info.context.loaders.forget("tags_of_post", post.id)
-        for tag_id in tag_ids:
-            info.context.loaders.forget("posts_of_tag", tag_id)
+        if tag_ids:
+            invalidate(info.context.loaders.tags_of_post)
+            invalidate(info.context.loaders.posts_of_tag)
         return post  # type: ignore[return-value]
 
     @strawberry.mutation(

@@ -7,22 +7,24 @@ the first waiting view (or 1,000 views wait), the queue hands them to
 single ``UPDATE posts SET view_count = view_count + CASE id ... END``. A full
 queue refuses the view at once (the caller gets a clear GraphQL error, never a
 silent drop); on shutdown :meth:`ViewCounter.aclose` writes every view that was
-accepted. Failed writes are retried with backoff before they count as lost.
+accepted. Transient database errors are retried with backoff (``DB_RETRY``)
+before the views count as lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import Counter
 
 from sqlalchemy import case, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from example_api.context import leave_statement_scope
 from example_api.metrics import Metrics
 from example_api.models import Post
-from gqlbatch import BatchedQueue, QueueFullError, RetryPolicy
+from gqlbatch import BatchedQueue, QueueFullError
+from gqlbatch.sqlalchemy import DB_RETRY
 
 __all__ = ["UnknownPostError", "ViewCounter", "ViewQueueFullError"]
 
@@ -60,7 +62,7 @@ class ViewCounter:
             max_wait_ms=flush_ms,
             max_queue_size=max_queue_size,
             error_mode="retry",
-            retry=RetryPolicy(retries=3, base_delay_ms=50, max_delay_ms=1000),
+            retry=DB_RETRY,
             name="views",
         )
         metrics.add_gauge(
@@ -111,8 +113,11 @@ class ViewCounter:
             log.error("a view was lost: %s", error)
 
     async def _write(self, post_ids: list[int]) -> list[bool | BaseException]:
+        """Write in a context of its own: the UPDATE is not the enqueuing request's statement."""
+        return await asyncio.create_task(self._update(post_ids), context=contextvars.Context())
+
+    async def _update(self, post_ids: list[int]) -> list[bool | BaseException]:
         """One UPDATE for the whole batch; views of missing posts fail on their own."""
-        leave_statement_scope()  # process-wide work, not the request that enqueued first
         counts = Counter(post_ids)
         stmt = (
             update(Post)

@@ -138,9 +138,15 @@ def test_four_level_query_runs_one_statement_per_relation_whatever_the_page_size
     loaders = stats["loaders"]
     assert isinstance(loaders, dict)
     assert {name: s["batches"] for name, s in loaders.items()} == {
-        "posts_of_user(limit=5,offset=0)": 1,
-        "comments_of_post(limit=5,offset=0)": 1,
-        "tags_of_post(limit=10,offset=0)": 1,
+        "posts_of_user": 1,
+        "comments_of_post": 1,
+        "tags_of_post": 1,
+        "user": 1,
+    }
+    assert {name: s["sql_statements"] for name, s in loaders.items()} == {
+        "posts_of_user": 1,
+        "comments_of_post": 1,
+        "tags_of_post": 1,
         "user": 1,
     }
 
