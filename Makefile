@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 run: $(STAMP)
-	PYTHONASYNCIODEBUG=0 $(BIN)/python -m example_api serve --debug --host 127.0.0.1 --seed-if-empty 50
+	PYTHONASYNCIODEBUG= $(BIN)/python -m example_api serve --debug --host 127.0.0.1 --seed-if-empty 50
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

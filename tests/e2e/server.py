@@ -93,7 +93,7 @@ def run_server(
     environment = {
         **os.environ,
         "DATABASE_URL": database_url,
-        "PYTHONASYNCIODEBUG": "0",
+        "PYTHONASYNCIODEBUG": "1",  # asyncio debug mode: catches misuse in the server too
         **(env or {}),
     }
     command = [sys.executable, "-W", "error", "-m", "example_api", "serve"]
