@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import logging
 import os
 import sys
@@ -91,10 +92,22 @@ def serve(args: argparse.Namespace) -> int:
         port=settings.port,
         workers=settings.workers,
         log_level=args.log_level,
+        log_config=_log_config(args.log_level),
         timeout_graceful_shutdown=args.graceful_timeout,
         lifespan="on",
     )
     return 0
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, plus the server's own loggers, in every worker process."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    ours = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    # example_api: start, stop, lost views; strawberry.execution: unexpected errors.
+    config["loggers"].update({"example_api": ours, "strawberry.execution": ours})
+    return config
 
 
 def seed_command(args: argparse.Namespace) -> int:

@@ -22,7 +22,8 @@ def database_url(
 @pytest.fixture(scope="module")
 def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     args = ["--production", "--seed-if-empty", "5"]
-    with run_server(database_url, tmp_path_factory.mktemp("logs"), args=args) as s:
+    env = {"EXAMPLE_API_MAX_BATCH": "2"}
+    with run_server(database_url, tmp_path_factory.mktemp("logs"), args=args, env=env) as s:
         yield s
 
 
@@ -54,6 +55,16 @@ def test_client_errors_stay_readable(server: Server) -> None:
     body = server.graphql('mutation { recordView(postId: "99999") { accepted } }')
     assert _messages(body) == ["post 99999 does not exist"]
     assert body["errors"][0]["extensions"] == {"code": "NOT_FOUND"}  # type: ignore[index]
+
+
+def test_http_operation_batching_can_be_capped(server: Server) -> None:
+    operation = {"query": '{ user(id: "1") { id } }'}
+    response = server.post("/graphql", json=[operation, operation])
+    assert response.status_code == 200
+    assert [r["data"] for r in response.json()] == [{"user": {"id": "1"}}] * 2
+    refused = server.post("/graphql", json=[operation] * 3)
+    assert refused.status_code == 400
+    assert refused.text == "Too many operations"
 
 
 def test_introspection_and_graphiql_are_off(server: Server) -> None:
