@@ -97,7 +97,7 @@ def run_server(
         **(env or {}),
     }
     command = [sys.executable, "-W", "error", "-m", "example_api", "serve"]
-    command += ["--port", str(port), "--log-level", "warning", *args]
+    command += ["--port", str(port), "--log-level", "info", *args]
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=out, stderr=out)
     server = Server(process, f"http://127.0.0.1:{port}", log)
