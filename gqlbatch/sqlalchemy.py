@@ -60,7 +60,7 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapper, QueryableAttribute, RelationshipDirection, RelationshipProperty
 from sqlalchemy.orm.exc import UnmappedColumnError
-from sqlalchemy.sql import ColumnElement, FromClause, Select, TextClause
+from sqlalchemy.sql import ColumnElement, FromClause, Select
 from sqlalchemy.sql.base import ExecutableOption
 
 from gqlbatch import KeyedLoader, RetryPolicy
@@ -477,7 +477,7 @@ class _Spec:
     many: bool
     secondary: FromClause | None = None
     secondary_on: ColumnElement[bool] | None = None
-    where: tuple[ColumnElement[bool] | TextClause, ...] = ()
+    where: tuple[Any, ...] = ()
     order_by: tuple[Any, ...] = ()
     limit: int | None = None
     options: tuple[ExecutableOption, ...] = ()
@@ -565,15 +565,31 @@ def _name(mapper: Mapper[Any], parts: Sequence[_KeyPart]) -> str:
     return f"{cls}.{names[0]}" if len(names) == 1 else f"{cls}({', '.join(names)})"
 
 
-def _tuple_of(value: Any, argument: str, kind: type | tuple[type, ...]) -> tuple[Any, ...]:
+def _expressions(value: Any, argument: str) -> tuple[Any, ...]:
+    """One SQL expression or a sequence of them (columns, attributes, text()) as a tuple."""
+    from sqlalchemy.sql.elements import ClauseElement
+
     if value is None:
         return ()
     items = tuple(value) if isinstance(value, list | tuple) else (value,)
     for item in items:
-        if not isinstance(item, kind):
+        if not isinstance(item, ClauseElement) and not hasattr(item, "__clause_element__"):
             raise TypeError(
                 f"{argument} must be one or a sequence of SQL expressions, got {item!r} "
                 f"({type(item).__name__})"
+            )
+    return items
+
+
+def _loader_options(value: Any) -> tuple[ExecutableOption, ...]:
+    if value is None:
+        return ()
+    items = tuple(value) if isinstance(value, list | tuple) else (value,)
+    for item in items:
+        if not isinstance(item, ExecutableOption):
+            raise TypeError(
+                f"options must be one or a sequence of loader options such as "
+                f"selectinload(User.posts), got {item!r} ({type(item).__name__})"
             )
     return items
 
@@ -582,12 +598,10 @@ def _check_common(
     where: Any, order_by: Any, limit: Any, options: Any, max_params: Any, *, many: bool
 ) -> dict[str, Any]:
     """Validate the options every fetcher takes; returns them normalised."""
-    from sqlalchemy.sql.elements import ClauseElement
-
     checked: dict[str, Any] = {
-        "where": _tuple_of(where, "where", (ColumnElement, TextClause)),
-        "order_by": _tuple_of(order_by, "order_by", (ClauseElement, QueryableAttribute)),
-        "options": _tuple_of(options, "options", ExecutableOption),
+        "where": _expressions(where, "where"),
+        "order_by": _expressions(order_by, "order_by"),
+        "options": _loader_options(options),
     }
     if limit is not None:
         if not many:

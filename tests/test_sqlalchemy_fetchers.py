@@ -388,7 +388,11 @@ def test_loader_options_name_and_key_type() -> None:
             "limit applies to many-rows fetchers only",
         ),
         (lambda: by_column(User.id, where="id > 1"), TypeError, "where must be one or a sequence"),
-        (lambda: by_column(User.id, options=[1]), TypeError, "options must be one or a sequence"),
+        (
+            lambda: by_column(User.id, options=[1]),
+            TypeError,
+            "options must be one or a sequence of loader options",
+        ),
         (lambda: by_relationship(User.id), TypeError, "by_relationship takes a relationship"),
         (
             lambda: by_column(User.id, sessions=object()),
