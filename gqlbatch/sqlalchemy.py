@@ -354,9 +354,6 @@ class _DisconnectMeta(type):
     def __instancecheck__(cls, instance: object) -> bool:
         return isinstance(instance, sa_exc.DBAPIError) and bool(instance.connection_invalidated)
 
-    def __subclasscheck__(cls, subclass: type) -> bool:
-        return type.__subclasscheck__(cls, subclass)
-
 
 class DisconnectError(Exception, metaclass=_DisconnectMeta):
     """Matches any SQLAlchemy ``DBAPIError`` raised because the connection was lost.
@@ -787,7 +784,11 @@ class _Fetcher(Generic[K, T]):
         if cached is None:
             statement = self._build(use_array)
             compiled = statement.compile(dialect=dialect)
-            own = sum(1 for name in compiled.binds if name != _KEYS)
+            own = sum(
+                _parameter_count(bind)
+                for bind, name in compiled.bind_names.items()
+                if name != _KEYS
+            )
             cached = self._spec.statements[cache_key] = (statement, own)
         return cached
 
@@ -869,6 +870,13 @@ class _Fetcher(Generic[K, T]):
         return f"<{type(self).__name__} {self._spec.name} {state}>"
 
 
+def _parameter_count(bind: Any) -> int:
+    """Parameters a bind sends: an expanding one (``where=col.in_([...])``) one per value."""
+    if bind.expanding and isinstance(bind.value, list | tuple):
+        return max(1, len(bind.value))
+    return 1
+
+
 def _type_name(python_type: type | tuple[type, ...] | None) -> str:
     if python_type is None:
         return "any value"
@@ -920,7 +928,11 @@ class ManyFetcher(_Fetcher[K, T]):
         found: dict[Any, Any] = {key: [] for key in keys if key not in errors}
         found.update(errors)
         for key, obj in rows:
-            found[key].append(obj)
+            # A row whose key nobody asked for (a case-insensitive collation can
+            # match "ADA" for "ada") is left out rather than failing the batch.
+            group = found.get(key)
+            if isinstance(group, list):
+                group.append(obj)
         return found
 
 
@@ -970,7 +982,8 @@ def by_column(
         options: loader options, e.g. ``selectinload(User.posts)``.
         sessions: a :class:`SessionSource` or ``async_sessionmaker`` to bind at once.
         name: the loader name, by default ``"User.id"``.
-        max_params: override the dialect's bind-parameter limit (keys per statement).
+        max_params: bind parameters per statement, instead of the dialect's limit
+            (IN lists only; PostgreSQL arrays are one parameter whatever the count).
     """
     mapper, cols = _columns_of(columns, "by_column")
     parts = tuple(_part_for(mapper, c) for c in cols)
@@ -1039,7 +1052,8 @@ def by_group(
         options: loader options, e.g. ``selectinload(Post.tags)``.
         sessions: a :class:`SessionSource` or ``async_sessionmaker`` to bind at once.
         name: the loader name, by default ``"Post.author_id"``.
-        max_params: override the dialect's bind-parameter limit (keys per statement).
+        max_params: bind parameters per statement, instead of the dialect's limit
+            (IN lists only; PostgreSQL arrays are one parameter whatever the count).
     """
     mapper, cols = _columns_of(columns, "by_group")
     parts = tuple(_part_for(mapper, c) for c in cols)
