@@ -15,11 +15,12 @@ declaration such as ``by_column(User.id)``; it is the ``batch_fn`` of a
 What every fetcher guarantees:
 
 * **One statement per batch.** Keys are deduplicated and sent as bind parameters
-  in one ``SELECT``, whatever their order, duplicates or absence. On PostgreSQL a
-  single-column key is sent as *one array parameter* (``col = ANY($1::INTEGER[])``),
-  so even 100,000 keys are one statement, and the statement text never changes
-  with the batch size (asyncpg's prepared-statement cache keeps hitting).
-  Elsewhere, and for composite keys, keys go into ``IN (...)``; when they would
+  in one ``SELECT``, whatever their order, duplicates or absence. On PostgreSQL
+  keys are sent as *one array parameter* (``col = ANY($1::INTEGER[])``; a
+  composite key as one array per column, through ``unnest()``), so even 100,000
+  keys are one statement, and the statement text never changes with the batch
+  size (asyncpg's prepared-statement cache keeps hitting). Elsewhere keys go
+  into ``IN (...)``; when they would
   exceed the dialect's bind-parameter limit (SQLite's is read from the linked
   library at run time) the fetcher splits them into as few statements as
   needed, of equal size.
