@@ -23,6 +23,7 @@ The faces differ only in how a result is correlated to cache keys
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import sys
 from collections import deque
@@ -161,6 +162,7 @@ class Engine:
             None if options.batch_timeout_ms is None else options.batch_timeout_ms / 1000
         )
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._new_future: Callable[[], asyncio.Future[Any]] = _unbound
         self._state = _OPEN
         # The batch being filled.
         self._pending: dict[Hashable, Waiter] = {}
@@ -180,8 +182,9 @@ class Engine:
         self._running = 0  # batch function calls under way (with max_concurrency)
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
         # Statistics.
-        self._loads = 0
-        self._cache_hits = 0
+        self._loads = 0  # loads that took the slow path
+        self._cache_hits = 0  # cache hits that took the slow path
+        self._fast_hits = 0  # cache hits of KeyedLoader.load's fast path
         self._calls = 0
         self._keys_dispatched = 0
         self._largest = 0
@@ -218,8 +221,8 @@ class Engine:
     def stats(self) -> LoaderStats:
         """A snapshot of the counters; see :class:`LoaderStats`."""
         return LoaderStats(
-            loads=self._loads,
-            cache_hits=self._cache_hits,
+            loads=self._loads + self._fast_hits,
+            cache_hits=self._cache_hits + self._fast_hits,
             batches=self._calls,
             keys_dispatched=self._keys_dispatched,
             largest_batch=self._largest,
@@ -275,8 +278,8 @@ class Engine:
 
     # -- accepting keys ------------------------------------------------------------------
 
-    def _check_open(self, key: Any) -> asyncio.AbstractEventLoop:
-        """Raise if no new work is accepted; return the running loop, binding to it."""
+    def _check_open(self, key: Any) -> None:
+        """Raise unless new work is accepted here; bind to the running loop at first use."""
         if self._state:
             raise self._closed_error(key, 0)
         try:
@@ -287,7 +290,6 @@ class Engine:
             ) from None
         if loop is not self._loop:
             self._bind(loop)
-        return loop
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Bind to ``loop``: at first use, or again once the previous loop was closed.
@@ -311,6 +313,12 @@ class Engine:
             self._slot_waiters.clear()
             self._queued = self._running = 0
         self._loop = loop
+        # Futures come from the C type directly where the loop would do just that
+        # through a Python method; other loops (uvloop) make their own.
+        if type(loop).create_future is asyncio.BaseEventLoop.create_future:
+            self._new_future = functools.partial(asyncio.Future, loop=loop)
+        else:
+            self._new_future = loop.create_future
 
     def _full(self, key: Any) -> QueueFullError:
         self._rejected += 1
@@ -766,6 +774,10 @@ class Engine:
                 slot.set_result(None)  # the slot passes straight to the next batch
                 return
         self._running -= 1
+
+
+def _unbound() -> asyncio.Future[Any]:
+    raise RuntimeError("not bound to an event loop yet")
 
 
 class _Failure:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from asyncio.events import _get_running_loop
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from typing import Any, Generic, Literal, TypeVar, overload
 
@@ -244,6 +245,9 @@ class KeyedLoader(Engine, Generic[K, V]):
         super().__init__(batch_fn, options)
         if cache_key is not None:
             self._pending_keys = {}
+        # What ``load``'s fast path looks keys up in: the cache itself when keys
+        # are their own cache keys, else a dict that stays empty.
+        self._hits: dict[Any, Any] = self._cache if cache_key is None else {}
 
     def __repr__(self) -> str:
         return f"<KeyedLoader {self._name or ''!s} size={self._queued} cached={len(self._cache)}>"
@@ -260,7 +264,22 @@ class KeyedLoader(Engine, Generic[K, V]):
         ``key_type``; :class:`QueueFullError`; :class:`LoaderClosedError`;
         :class:`WrongEventLoopError`.
         """
-        loop = self._check_open(key)
+        # The fast path, first: a value already cached as a done future. Misses,
+        # other cached entries and unhashable keys go on to ``_load``. No loop
+        # check here: awaiting a done future works from any event loop.
+        try:
+            hit = self._hits.get(key)
+        except TypeError:
+            hit = None
+        if type(hit) is asyncio.Future:
+            self._fast_hits += 1
+            return hit
+        return self._load(key)
+
+    def _load(self, key: Any) -> asyncio.Future[V]:
+        loop = _get_running_loop()
+        if loop is None or loop is not self._loop or self._state:
+            self._check_open(key)
         if self._key_type is not None and not isinstance(key, self._key_type):
             raise self._wrong_type(key)
         ck = key if self._cache_key is None else self._cache_key(key)
@@ -273,13 +292,13 @@ class KeyedLoader(Engine, Generic[K, V]):
             self._cache_hits += 1
             if type(hit) is tuple:  # first hit on a value cached without a future
                 value = hit[0]
-                hit = self._cache[ck] = loop.create_future()
+                hit = self._cache[ck] = self._new_future()
                 hit.set_result(value)
             elif hit is MISS:
-                hit = loop.create_future()
+                hit = self._new_future()
                 hit.set_exception(self._missing_error_for(key))
             return hit
-        future: asyncio.Future[V] = loop.create_future()
+        future: asyncio.Future[V] = self._new_future()
         self._route(ck, key, future)
         return future
 
@@ -294,8 +313,8 @@ class KeyedLoader(Engine, Generic[K, V]):
         """
         keys = list(keys)
         first = keys[0] if keys else None
-        loop = self._check_open(first)
-        outer: asyncio.Future[list[Any]] = loop.create_future()
+        self._check_open(first)
+        outer: asyncio.Future[list[Any]] = self._new_future()
         gather = _Gather(outer, len(keys), return_exceptions)
         if not keys:
             outer.set_result([])
