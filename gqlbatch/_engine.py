@@ -172,10 +172,14 @@ class Engine:
         self._first_at = 0.0  # loop time when the pending batch's first key arrived
         self._seen = 0  # pending keys at the previous iteration (max_wait_ms=0)
         self._iterations = 0
-        # Values (a done future, or a 1-tuple before a future was needed), misses,
-        # and, separately, keys whose batch has not answered yet. The cache stays
-        # empty when caching is off; looking it up still rejects unhashable keys.
-        self._cache: dict[Hashable, Any] = {}
+        # The cache, in two parts: values as done futures, which ``load`` hands
+        # out as they are; and values not yet wrapped in a future (a 1-tuple, from
+        # ``prime`` or ``load_many``) or misses (MISS), which ``load`` converts.
+        # Keys whose batch has not answered yet are in ``_inflight``. The cache
+        # stays empty when caching is off; looking it up still rejects unhashable
+        # keys.
+        self._cache: dict[Hashable, asyncio.Future[Any]] = {}
+        self._stored: dict[Hashable, Any] = {}
         self._inflight: dict[Hashable, Batch] = {}
         self._batches: dict[asyncio.Task[None], Batch] = {}  # every batch handed out
         self._queued = 0  # keys accepted and not yet handed to the batch function
@@ -255,6 +259,7 @@ class Engine:
         self._state = _CLOSED
         self._reject_everything(self._closed_error, cancel=True)
         self._cache.clear()
+        self._stored.clear()
 
     async def aclose(self) -> None:
         """Close gracefully: refuse new work, finish everything accepted, then ``close()``.
@@ -308,6 +313,7 @@ class Engine:
             self._pending_keys = {} if self._pending_keys is not None else None
             self._handle = None
             self._cache.clear()
+            self._stored.clear()
             self._inflight.clear()
             self._batches.clear()
             self._slot_waiters.clear()
@@ -596,6 +602,7 @@ class Engine:
         extra = batch.extra
         caching = self._caching
         cache = self._cache
+        stored = self._stored
         inflight = self._inflight
         absent = self._absent
         failed: list[tuple[Hashable, BaseException]] = []
@@ -608,7 +615,7 @@ class Engine:
                         _fail(waiter, self._missing_error(batch, ck, outcomes))
                     if caching and inflight.get(ck) is batch:
                         del inflight[ck]
-                        cache[ck] = MISS
+                        stored[ck] = MISS
                     continue
             elif isinstance(value, BaseException):
                 failed.append((ck, value))
@@ -621,9 +628,10 @@ class Engine:
                     _answer(waiter, value)
             if caching and inflight.get(ck) is batch:
                 del inflight[ck]
-                cache[ck] = (
-                    first if type(first) is asyncio.Future and not first.cancelled() else (value,)
-                )
+                if type(first) is asyncio.Future and not first.cancelled():
+                    cache[ck] = first
+                else:
+                    stored[ck] = (value,)
         return failed
 
     # -- failures ------------------------------------------------------------------------

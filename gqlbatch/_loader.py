@@ -250,7 +250,8 @@ class KeyedLoader(Engine, Generic[K, V]):
         self._hits: dict[Any, Any] = self._cache if cache_key is None else {}
 
     def __repr__(self) -> str:
-        return f"<KeyedLoader {self._name or ''!s} size={self._queued} cached={len(self._cache)}>"
+        cached = len(self._cache) + len(self._stored)
+        return f"<KeyedLoader {self._name or ''!s} size={self._queued} cached={cached}>"
 
     # -- loading -------------------------------------------------------------------------
 
@@ -271,7 +272,7 @@ class KeyedLoader(Engine, Generic[K, V]):
             hit = self._hits.get(key)
         except TypeError:
             hit = None
-        if type(hit) is asyncio.Future:
+        if hit is not None:
             self._fast_hits += 1
             return hit
         return self._load(key)
@@ -290,13 +291,17 @@ class KeyedLoader(Engine, Generic[K, V]):
             raise self._unhashable(key, ck) from None
         if hit is not None:
             self._cache_hits += 1
-            if type(hit) is tuple:  # first hit on a value cached without a future
-                value = hit[0]
-                hit = self._cache[ck] = self._new_future()
-                hit.set_result(value)
-            elif hit is MISS:
-                hit = self._new_future()
+            return hit
+        if self._stored and ck in self._stored:
+            self._cache_hits += 1
+            entry = self._stored[ck]
+            hit = self._new_future()
+            if entry is MISS:
                 hit.set_exception(self._missing_error_for(key))
+            else:  # first hit on a value stored without a future: keep the future
+                hit.set_result(entry[0])
+                del self._stored[ck]
+                self._cache[ck] = hit
             return hit
         future: asyncio.Future[V] = self._new_future()
         self._route(ck, key, future)
@@ -333,29 +338,35 @@ class KeyedLoader(Engine, Generic[K, V]):
             raise self._unhashable_among(keys, cks) from None
         self._loads += len(keys)
         cache = self._cache
+        stored = self._stored
         for index, (key, ck) in enumerate(zip(keys, cks, strict=True)):
             try:
                 hit = cache.get(ck)
             except TypeError:
                 outer.cancel()
                 raise self._unhashable(key, ck) from None
-            if hit is None:
+            if hit is not None:
+                self._cache_hits += 1
+                gather.put(index, hit.result())
+                continue
+            entry = stored.get(ck) if stored else None
+            if entry is None:
                 self._route(ck, key, _Position(gather, index))
                 continue
             self._cache_hits += 1
-            if hit is MISS:
+            if entry is MISS:
                 position = _Position(gather, index)
                 if not position.done():
                     position.set_exception(self._missing_error_for(key))
             else:
-                gather.put(index, hit[0] if type(hit) is tuple else hit.result())
+                gather.put(index, entry[0])
         return outer
 
     def _check_room(self, keys: list[Any], cks: list[Any]) -> None:
         """Raise QueueFullError unless every new key of a ``load_many`` fits."""
         new: set[Hashable] = set()
         for key, ck in zip(keys, cks, strict=True):
-            if ck in self._cache or ck in self._pending or ck in new:
+            if ck in self._cache or ck in self._stored or ck in self._pending or ck in new:
                 continue
             if self._caching and ck in self._inflight:
                 continue
@@ -380,9 +391,9 @@ class KeyedLoader(Engine, Generic[K, V]):
         if not self._caching:
             return
         ck = self._ck(key)
-        if ck in self._cache or ck in self._inflight or ck in self._pending:
+        if ck in self._cache or ck in self._stored or ck in self._inflight or ck in self._pending:
             return
-        self._cache[ck] = (value,)
+        self._stored[ck] = (value,)
 
     def clear(self, key: K) -> None:
         """Forget ``key``'s cached value, miss, or load in flight.
@@ -392,6 +403,7 @@ class KeyedLoader(Engine, Generic[K, V]):
         """
         ck = self._ck(key)
         self._cache.pop(ck, None)
+        self._stored.pop(ck, None)
         self._inflight.pop(ck, None)
 
     def clear_many(self, keys: Iterable[K]) -> None:
@@ -402,6 +414,7 @@ class KeyedLoader(Engine, Generic[K, V]):
     def clear_all(self) -> None:
         """Forget every cached value, miss, and load in flight."""
         self._cache.clear()
+        self._stored.clear()
         self._inflight.clear()
 
     # -- correlation (the engine's face-specific part) ---------------------------------
