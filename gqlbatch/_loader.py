@@ -247,7 +247,7 @@ class KeyedLoader(Engine, Generic[K, V]):
             self._pending_keys = {}
         # What ``load``'s fast path looks keys up in: the cache itself when keys
         # are their own cache keys, else a dict that stays empty.
-        self._hits: dict[Any, Any] = self._cache if cache_key is None else {}
+        self._hits: dict[Any, asyncio.Future[Any]] = self._cache if cache_key is None else {}
 
     def __repr__(self) -> str:
         cached = len(self._cache) + len(self._stored)
