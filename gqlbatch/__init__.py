@@ -5,6 +5,8 @@ The core needs nothing beyond the standard library. Integrations live in
 asked for.
 """
 
+__version__ = "0.1.0"
+
 from gqlbatch._errors import (
     BatchError,
     GqlBatchError,
@@ -15,12 +17,15 @@ from gqlbatch._errors import (
     WrongEventLoopError,
 )
 from gqlbatch._loader import KeyedLoader
+from gqlbatch._observe import BatchInfo, BatchObserver, add_observer, remove_observer
 from gqlbatch._options import BatchOptions, ErrorMode, RetryPolicy
 from gqlbatch._queue import BatchedQueue
 from gqlbatch._stats import LoaderStats
 
 __all__ = [
     "BatchError",
+    "BatchInfo",
+    "BatchObserver",
     "BatchOptions",
     "BatchedQueue",
     "ErrorMode",
@@ -33,4 +38,6 @@ __all__ = [
     "QueueFullError",
     "RetryPolicy",
     "WrongEventLoopError",
+    "add_observer",
+    "remove_observer",
 ]

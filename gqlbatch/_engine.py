@@ -23,6 +23,7 @@ The faces differ only in how a result is correlated to cache keys
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import sys
 from collections import deque
@@ -37,6 +38,7 @@ from gqlbatch._errors import (
     WrongEventLoopError,
     describe,
 )
+from gqlbatch._observe import OBSERVERS, BatchInfo, BatchObserver
 from gqlbatch._options import BatchOptions, ErrorMode
 from gqlbatch._stats import LoaderStats
 
@@ -80,14 +82,16 @@ class Batch:
     reference cycle for the garbage collector to chase.
     """
 
-    __slots__ = ("attempts", "extra", "finished", "keys", "started", "waiters")
+    __slots__ = ("attempts", "created", "extra", "finished", "keys", "started", "waiters")
 
     def __init__(
         self,
         waiters: dict[Hashable, Waiter],
         extra: dict[Hashable, list[Waiter]] | None,
         keys: dict[Hashable, Any] | None,
+        created: float = 0.0,
     ) -> None:
+        self.created = created  # loop time of its first key
         self.waiters = waiters  # cache key -> first waiter, in arrival order
         self.extra = extra  # cache key -> further waiters of that key (rare)
         self.keys = keys  # cache key -> key, where the two differ
@@ -158,26 +162,33 @@ class Engine:
             None if options.batch_timeout_ms is None else options.batch_timeout_ms / 1000
         )
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._new_future: Callable[[], asyncio.Future[Any]] = _unbound
         self._state = _OPEN
         # The batch being filled.
         self._pending: dict[Hashable, Waiter] = {}
         self._pending_extra: dict[Hashable, list[Waiter]] | None = None
         self._pending_keys: dict[Hashable, Any] | None = None
         self._handle: asyncio.Handle | None = None  # its dispatch, once scheduled
+        self._first_at = 0.0  # loop time when the pending batch's first key arrived
         self._seen = 0  # pending keys at the previous iteration (max_wait_ms=0)
         self._iterations = 0
-        # Values (a done future, or a 1-tuple before a future was needed), misses,
-        # and, separately, keys whose batch has not answered yet. The cache stays
-        # empty when caching is off; looking it up still rejects unhashable keys.
-        self._cache: dict[Hashable, Any] = {}
+        # The cache, in two parts: values as done futures, which ``load`` hands
+        # out as they are; and values not yet wrapped in a future (a 1-tuple, from
+        # ``prime`` or ``load_many``) or misses (MISS), which ``load`` converts.
+        # Keys whose batch has not answered yet are in ``_inflight``. The cache
+        # stays empty when caching is off; looking it up still rejects unhashable
+        # keys.
+        self._cache: dict[Hashable, asyncio.Future[Any]] = {}
+        self._stored: dict[Hashable, Any] = {}
         self._inflight: dict[Hashable, Batch] = {}
         self._batches: dict[asyncio.Task[None], Batch] = {}  # every batch handed out
         self._queued = 0  # keys accepted and not yet handed to the batch function
         self._running = 0  # batch function calls under way (with max_concurrency)
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
         # Statistics.
-        self._loads = 0
-        self._cache_hits = 0
+        self._loads = 0  # loads that took the slow path
+        self._cache_hits = 0  # cache hits that took the slow path
+        self._fast_hits = 0  # cache hits of KeyedLoader.load's fast path
         self._calls = 0
         self._keys_dispatched = 0
         self._largest = 0
@@ -214,8 +225,8 @@ class Engine:
     def stats(self) -> LoaderStats:
         """A snapshot of the counters; see :class:`LoaderStats`."""
         return LoaderStats(
-            loads=self._loads,
-            cache_hits=self._cache_hits,
+            loads=self._loads + self._fast_hits,
+            cache_hits=self._cache_hits + self._fast_hits,
             batches=self._calls,
             keys_dispatched=self._keys_dispatched,
             largest_batch=self._largest,
@@ -248,6 +259,7 @@ class Engine:
         self._state = _CLOSED
         self._reject_everything(self._closed_error, cancel=True)
         self._cache.clear()
+        self._stored.clear()
 
     async def aclose(self) -> None:
         """Close gracefully: refuse new work, finish everything accepted, then ``close()``.
@@ -271,8 +283,8 @@ class Engine:
 
     # -- accepting keys ------------------------------------------------------------------
 
-    def _check_open(self, key: Any) -> asyncio.AbstractEventLoop:
-        """Raise if no new work is accepted; return the running loop, binding to it."""
+    def _check_open(self, key: Any) -> None:
+        """Raise unless new work is accepted here; bind to the running loop at first use."""
         if self._state:
             raise self._closed_error(key, 0)
         try:
@@ -283,7 +295,6 @@ class Engine:
             ) from None
         if loop is not self._loop:
             self._bind(loop)
-        return loop
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Bind to ``loop``: at first use, or again once the previous loop was closed.
@@ -302,11 +313,18 @@ class Engine:
             self._pending_keys = {} if self._pending_keys is not None else None
             self._handle = None
             self._cache.clear()
+            self._stored.clear()
             self._inflight.clear()
             self._batches.clear()
             self._slot_waiters.clear()
             self._queued = self._running = 0
         self._loop = loop
+        # Futures come from the C type directly where the loop would do just that
+        # through a Python method; other loops (uvloop) make their own.
+        if type(loop).create_future is asyncio.BaseEventLoop.create_future:
+            self._new_future = functools.partial(asyncio.Future, loop=loop)
+        else:
+            self._new_future = loop.create_future
 
     def _full(self, key: Any) -> QueueFullError:
         self._rejected += 1
@@ -367,6 +385,7 @@ class Engine:
         """Arrange the dispatch of a batch whose first key just arrived."""
         loop = self._loop
         assert loop is not None
+        self._first_at = loop.time()
         if self._wait:
             self._handle = loop.call_later(self._wait, self._dispatch)
         else:
@@ -393,7 +412,7 @@ class Engine:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        batch = Batch(pending, self._pending_extra, self._pending_keys)
+        batch = Batch(pending, self._pending_extra, self._pending_keys, self._first_at)
         self._pending = {}
         self._pending_extra = None
         if self._pending_keys is not None:
@@ -440,19 +459,31 @@ class Engine:
                 self._keys_dispatched += len(keys)
                 if len(keys) > self._largest:
                     self._largest = len(keys)
-                outcome = await self._call(keys)
+                watch = self._observe(batch, len(keys)) if OBSERVERS else None
+                try:
+                    outcome = await self._call(keys)
+                except BaseException as exc:  # cancelled: observers still hear the end
+                    if watch:
+                        self._observed(watch, exc, 0)
+                    raise
             finally:
                 if self._max_concurrency is not None:
                     self._release_slot()
             if type(outcome) is _Failure:
                 error = outcome.error
+                if watch:
+                    self._observed(watch, error, 0)
             else:
                 try:
                     outcomes = self._correlate(outcome, batch, cks)
                 except Exception as exc:  # a result of the wrong shape fails the batch
                     error = exc
+                    if watch:
+                        self._observed(watch, error, 0)
                 else:
                     failed = self._deliver(batch, cks, outcomes)
+                    if watch:
+                        self._observed(watch, None, len(failed))
                     retry = [ck for ck, exc in failed if self._may_retry(exc, batch.attempts)]
                     if retry:
                         retried = set(retry)
@@ -477,6 +508,45 @@ class Engine:
             if isinstance(error, KeyboardInterrupt | SystemExit):
                 raise error
             return
+
+    def _observe(
+        self, batch: Batch, size: int
+    ) -> tuple[BatchInfo, list[tuple[BatchObserver, Any]]] | None:
+        """Tell the observers a call starts; return what ``_observed`` needs."""
+        assert self._loop is not None
+        info = BatchInfo(
+            loader=self._name,
+            kind=self._kind,
+            size=size,
+            attempt=batch.attempts,
+            waited_ms=(self._loop.time() - batch.created) * 1000,
+        )
+        tokens = []
+        for observer in list(OBSERVERS):
+            try:
+                tokens.append((observer, observer.batch_started(info)))
+            except Exception as exc:
+                self._report_observer(observer, exc)
+        return info, tokens
+
+    def _observed(
+        self,
+        watch: tuple[BatchInfo, list[tuple[BatchObserver, Any]]],
+        error: BaseException | None,
+        failed_keys: int,
+    ) -> None:
+        info, tokens = watch
+        for observer, token in tokens:
+            try:
+                observer.batch_finished(token, info, error, failed_keys)
+            except Exception as exc:
+                self._report_observer(observer, exc)
+
+    def _report_observer(self, observer: BatchObserver, exc: Exception) -> None:
+        assert self._loop is not None
+        self._loop.call_exception_handler(
+            {"message": f"gqlbatch observer {observer!r} raised", "exception": exc}
+        )
 
     async def _call(self, keys: list[Any]) -> Any:
         """One call of the batch function; a failure is returned as ``_Failure``.
@@ -532,6 +602,7 @@ class Engine:
         extra = batch.extra
         caching = self._caching
         cache = self._cache
+        stored = self._stored
         inflight = self._inflight
         absent = self._absent
         failed: list[tuple[Hashable, BaseException]] = []
@@ -544,7 +615,7 @@ class Engine:
                         _fail(waiter, self._missing_error(batch, ck, outcomes))
                     if caching and inflight.get(ck) is batch:
                         del inflight[ck]
-                        cache[ck] = MISS
+                        stored[ck] = MISS
                     continue
             elif isinstance(value, BaseException):
                 failed.append((ck, value))
@@ -557,9 +628,10 @@ class Engine:
                     _answer(waiter, value)
             if caching and inflight.get(ck) is batch:
                 del inflight[ck]
-                cache[ck] = (
-                    first if type(first) is asyncio.Future and not first.cancelled() else (value,)
-                )
+                if type(first) is asyncio.Future and not first.cancelled():
+                    cache[ck] = first
+                else:
+                    stored[ck] = (value,)
         return failed
 
     # -- failures ------------------------------------------------------------------------
@@ -710,6 +782,10 @@ class Engine:
                 slot.set_result(None)  # the slot passes straight to the next batch
                 return
         self._running -= 1
+
+
+def _unbound() -> asyncio.Future[Any]:
+    raise RuntimeError("not bound to an event loop yet")
 
 
 class _Failure:
