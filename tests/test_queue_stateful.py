@@ -461,12 +461,4 @@ class QueueMachine(RuleBasedStateMachine):
 
 
 QueueMachine.TestCase.settings = settings(bounded(max_examples=400), stateful_step_count=50)
-import os
-
-if os.environ.get("NOSHRINK"):
-    from hypothesis import Phase
-
-    QueueMachine.TestCase.settings = settings(
-        QueueMachine.TestCase.settings, phases=[Phase.generate], print_blob=False
-    )
 TestBatchedQueueAgainstAModel = QueueMachine.TestCase
