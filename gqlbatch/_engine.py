@@ -27,7 +27,7 @@ import functools
 import inspect
 import sys
 from collections import deque
-from collections.abc import Callable, Collection, Hashable, Iterable
+from collections.abc import Callable, Collection, Hashable, Iterable, Sized
 from typing import Any, Final, Protocol
 
 from gqlbatch._errors import (
@@ -44,6 +44,8 @@ from gqlbatch._stats import LoaderStats
 
 MAX_COALESCE_ITERATIONS: Final = 16
 """With ``max_wait_ms=0``, the most event-loop iterations a batch waits for more keys."""
+QUIET_ITERATIONS: Final = 4
+"""With ``max_wait_ms=0`` on a busy loop, iterations in a row without a new key that end a batch."""
 
 
 class _Sentinel:
@@ -170,8 +172,10 @@ class Engine:
         self._pending_keys: dict[Hashable, Any] | None = None
         self._handle: asyncio.Handle | None = None  # its dispatch, once scheduled
         self._first_at = 0.0  # loop time when the pending batch's first key arrived
-        self._seen = 0  # pending keys at the previous iteration (max_wait_ms=0)
-        self._iterations = 0
+        self._seen = 0  # pending keys at the previous look (max_wait_ms=0)
+        self._quiet = 0  # looks in a row that saw no new key
+        self._iterations = 0  # looks since the batch's first key
+        self._ready: Sized | None = None  # the loop's ready queue, where it has one
         # The cache, in two parts: values as done futures, which ``load`` hands
         # out as they are; and values not yet wrapped in a future (a 1-tuple, from
         # ``prime`` or ``load_many``) or misses (MISS), which ``load`` converts.
@@ -319,6 +323,8 @@ class Engine:
             self._slot_waiters.clear()
             self._queued = self._running = 0
         self._loop = loop
+        ready = getattr(loop, "_ready", None)
+        self._ready = ready if isinstance(ready, Sized) else None
         # Futures come from the C type directly where the loop would do just that
         # through a Python method; other loops (uvloop) make their own.
         if type(loop).create_future is asyncio.BaseEventLoop.create_future:
@@ -371,15 +377,24 @@ class Engine:
     # With max_wait_ms=0 a batch should hold every key that the current "wave" of
     # resolvers will ask for. graphql-core runs sibling resolvers as tasks that
     # reach `load` after different numbers of awaits (a permission check, a nested
-    # coroutine that suspends), so dispatching on the first loop iteration, as
+    # coroutine that suspends), so dispatching on the next loop iteration, as
     # aiodataloader and Strawberry do with call_soon, splits a level into several
-    # batches. Instead the engine checks once per loop iteration whether new keys
-    # arrived since the previous check: a callback scheduled with call_soon runs
-    # after every callback that was ready before it, so the check sees all keys
-    # added by the resolvers that ran in the iteration. When an iteration passes
-    # with no new key, the wave is over and the batch goes. A steady stream of keys
-    # cannot hold a batch back for longer than MAX_COALESCE_ITERATIONS iterations.
-    # A key that arrives after real I/O (a timer, a socket) forms the next batch.
+    # batches. Instead the engine looks once per loop iteration, from a call_soon
+    # callback, at whether new keys arrived since its previous look.
+    #
+    # One quiet look is not enough: the look runs in FIFO order among the
+    # iteration's callbacks, so a sibling that suspended in the same iteration as
+    # the first key's resolver runs *after* the look and loads only then. So a
+    # quiet look dispatches only when nothing else is ready to run (the event
+    # loop's ready queue is empty: every resolver that could still load is waiting
+    # on I/O or on a load). While other work keeps the loop busy (other requests,
+    # say), QUIET_ITERATIONS quiet looks in a row end the wave. Either way, a
+    # batch never waits more than MAX_COALESCE_ITERATIONS iterations after its
+    # first key, so a steady stream of keys cannot starve it. A key that arrives
+    # only after real I/O (a timer, a socket) forms the next batch.
+    #
+    # The ready queue is asyncio's private `_ready` deque; on loops without one
+    # (uvloop) only the quiet-iterations rule applies.
 
     def _schedule(self) -> None:
         """Arrange the dispatch of a batch whose first key just arrived."""
@@ -389,20 +404,30 @@ class Engine:
         if self._wait:
             self._handle = loop.call_later(self._wait, self._dispatch)
         else:
-            self._seen = 1
+            self._seen = 0
+            self._quiet = 0
             self._iterations = 0
             self._handle = loop.call_soon(self._on_iteration)
 
     def _on_iteration(self) -> None:
         size = len(self._pending)
-        if size != self._seen and self._iterations < MAX_COALESCE_ITERATIONS:
+        self._iterations += 1
+        if size != self._seen:
             self._seen = size
-            self._iterations += 1
-            assert self._loop is not None
-            self._handle = self._loop.call_soon(self._on_iteration)
+            self._quiet = 0
         else:
+            self._quiet += 1
+        ready = self._ready
+        if (
+            self._iterations >= MAX_COALESCE_ITERATIONS
+            or self._quiet >= QUIET_ITERATIONS
+            or (self._quiet and ready is not None and not ready)
+        ):
             self._handle = None
             self._dispatch()
+        else:
+            assert self._loop is not None
+            self._handle = self._loop.call_soon(self._on_iteration)
 
     def _dispatch(self) -> None:
         """Hand the pending batch to a task of its own, if anything is pending."""

@@ -23,9 +23,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 from aiodataloader import DataLoader
-from hypothesis import Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gqlbatch import BatchError, KeyedLoader
@@ -254,23 +253,14 @@ def test_a_crowd_of_resolvers_awaiting_first_splits_aiodataloader_but_not_gqlbat
     assert ours == 1
 
 
-CORE_BUG_SPLIT = (
-    "core bug: with max_wait_ms=0 the first dispatch check runs ahead of sibling resolvers "
-    "resumed in the same iteration, so a level with few resolvers that await before "
-    "load() is split (awaits [0, 1] -> 2 batches; aiodataloader makes 1)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=CORE_BUG_SPLIT)
 def test_a_resolver_that_awaits_once_shares_the_batch_of_one_that_did_not() -> None:
     theirs, ours = _batches_of_a_level([0, 1])
     assert theirs == 1
     assert ours == 1
 
 
-@pytest.mark.xfail(strict=True, reason=CORE_BUG_SPLIT)
 @given(st.lists(st.integers(0, 3), min_size=1, max_size=12))
-@settings(bounded(max_examples=50), phases=[Phase.explicit, Phase.generate])  # fails fast
+@settings(bounded(max_examples=100))
 def test_resolvers_awaiting_zero_to_three_times_make_one_batch_never_more_than_aiodataloader(
     awaits: list[int],
 ) -> None:
