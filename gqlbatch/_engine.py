@@ -23,10 +23,11 @@ The faces differ only in how a result is correlated to cache keys
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import sys
 from collections import deque
-from collections.abc import Callable, Collection, Hashable, Iterable
+from collections.abc import Callable, Collection, Hashable, Iterable, Sized
 from typing import Any, Final, Protocol
 
 from gqlbatch._errors import (
@@ -43,6 +44,8 @@ from gqlbatch._stats import LoaderStats
 
 MAX_COALESCE_ITERATIONS: Final = 16
 """With ``max_wait_ms=0``, the most event-loop iterations a batch waits for more keys."""
+QUIET_ITERATIONS: Final = 4
+"""With ``max_wait_ms=0`` on a busy loop, iterations in a row without a new key that end a batch."""
 
 
 class _Sentinel:
@@ -161,6 +164,7 @@ class Engine:
             None if options.batch_timeout_ms is None else options.batch_timeout_ms / 1000
         )
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._new_future: Callable[[], asyncio.Future[Any]] = _unbound
         self._state = _OPEN
         # The batch being filled.
         self._pending: dict[Hashable, Waiter] = {}
@@ -168,20 +172,27 @@ class Engine:
         self._pending_keys: dict[Hashable, Any] | None = None
         self._handle: asyncio.Handle | None = None  # its dispatch, once scheduled
         self._first_at = 0.0  # loop time when the pending batch's first key arrived
-        self._seen = 0  # pending keys at the previous iteration (max_wait_ms=0)
-        self._iterations = 0
-        # Values (a done future, or a 1-tuple before a future was needed), misses,
-        # and, separately, keys whose batch has not answered yet. The cache stays
-        # empty when caching is off; looking it up still rejects unhashable keys.
-        self._cache: dict[Hashable, Any] = {}
+        self._seen = 0  # pending keys at the previous look (max_wait_ms=0)
+        self._quiet = 0  # looks in a row that saw no new key
+        self._iterations = 0  # looks since the batch's first key
+        self._ready: Sized | None = None  # the loop's ready queue, where it has one
+        # The cache, in two parts: values as done futures, which ``load`` hands
+        # out as they are; and values not yet wrapped in a future (a 1-tuple, from
+        # ``prime`` or ``load_many``) or misses (MISS), which ``load`` converts.
+        # Keys whose batch has not answered yet are in ``_inflight``. The cache
+        # stays empty when caching is off; looking it up still rejects unhashable
+        # keys.
+        self._cache: dict[Hashable, asyncio.Future[Any]] = {}
+        self._stored: dict[Hashable, Any] = {}
         self._inflight: dict[Hashable, Batch] = {}
         self._batches: dict[asyncio.Task[None], Batch] = {}  # every batch handed out
         self._queued = 0  # keys accepted and not yet handed to the batch function
         self._running = 0  # batch function calls under way (with max_concurrency)
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
         # Statistics.
-        self._loads = 0
-        self._cache_hits = 0
+        self._loads = 0  # loads that took the slow path
+        self._cache_hits = 0  # cache hits that took the slow path
+        self._fast_hits = 0  # cache hits of KeyedLoader.load's fast path
         self._calls = 0
         self._keys_dispatched = 0
         self._largest = 0
@@ -218,8 +229,8 @@ class Engine:
     def stats(self) -> LoaderStats:
         """A snapshot of the counters; see :class:`LoaderStats`."""
         return LoaderStats(
-            loads=self._loads,
-            cache_hits=self._cache_hits,
+            loads=self._loads + self._fast_hits,
+            cache_hits=self._cache_hits + self._fast_hits,
             batches=self._calls,
             keys_dispatched=self._keys_dispatched,
             largest_batch=self._largest,
@@ -252,6 +263,7 @@ class Engine:
         self._state = _CLOSED
         self._reject_everything(self._closed_error, cancel=True)
         self._cache.clear()
+        self._stored.clear()
 
     async def aclose(self) -> None:
         """Close gracefully: refuse new work, finish everything accepted, then ``close()``.
@@ -275,8 +287,8 @@ class Engine:
 
     # -- accepting keys ------------------------------------------------------------------
 
-    def _check_open(self, key: Any) -> asyncio.AbstractEventLoop:
-        """Raise if no new work is accepted; return the running loop, binding to it."""
+    def _check_open(self, key: Any) -> None:
+        """Raise unless new work is accepted here; bind to the running loop at first use."""
         if self._state:
             raise self._closed_error(key, 0)
         try:
@@ -287,7 +299,6 @@ class Engine:
             ) from None
         if loop is not self._loop:
             self._bind(loop)
-        return loop
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Bind to ``loop``: at first use, or again once the previous loop was closed.
@@ -306,11 +317,20 @@ class Engine:
             self._pending_keys = {} if self._pending_keys is not None else None
             self._handle = None
             self._cache.clear()
+            self._stored.clear()
             self._inflight.clear()
             self._batches.clear()
             self._slot_waiters.clear()
             self._queued = self._running = 0
         self._loop = loop
+        ready = getattr(loop, "_ready", None)
+        self._ready = ready if isinstance(ready, Sized) else None
+        # Futures come from the C type directly where the loop would do just that
+        # through a Python method; other loops (uvloop) make their own.
+        if type(loop).create_future is asyncio.BaseEventLoop.create_future:
+            self._new_future = functools.partial(asyncio.Future, loop=loop)
+        else:
+            self._new_future = loop.create_future
 
     def _full(self, key: Any) -> QueueFullError:
         self._rejected += 1
@@ -357,15 +377,24 @@ class Engine:
     # With max_wait_ms=0 a batch should hold every key that the current "wave" of
     # resolvers will ask for. graphql-core runs sibling resolvers as tasks that
     # reach `load` after different numbers of awaits (a permission check, a nested
-    # coroutine that suspends), so dispatching on the first loop iteration, as
+    # coroutine that suspends), so dispatching on the next loop iteration, as
     # aiodataloader and Strawberry do with call_soon, splits a level into several
-    # batches. Instead the engine checks once per loop iteration whether new keys
-    # arrived since the previous check: a callback scheduled with call_soon runs
-    # after every callback that was ready before it, so the check sees all keys
-    # added by the resolvers that ran in the iteration. When an iteration passes
-    # with no new key, the wave is over and the batch goes. A steady stream of keys
-    # cannot hold a batch back for longer than MAX_COALESCE_ITERATIONS iterations.
-    # A key that arrives after real I/O (a timer, a socket) forms the next batch.
+    # batches. Instead the engine looks once per loop iteration, from a call_soon
+    # callback, at whether new keys arrived since its previous look.
+    #
+    # One quiet look is not enough: the look runs in FIFO order among the
+    # iteration's callbacks, so a sibling that suspended in the same iteration as
+    # the first key's resolver runs *after* the look and loads only then. So a
+    # quiet look dispatches only when nothing else is ready to run (the event
+    # loop's ready queue is empty: every resolver that could still load is waiting
+    # on I/O or on a load). While other work keeps the loop busy (other requests,
+    # say), QUIET_ITERATIONS quiet looks in a row end the wave. Either way, a
+    # batch never waits more than MAX_COALESCE_ITERATIONS iterations after its
+    # first key, so a steady stream of keys cannot starve it. A key that arrives
+    # only after real I/O (a timer, a socket) forms the next batch.
+    #
+    # The ready queue is asyncio's private `_ready` deque; on loops without one
+    # (uvloop) only the quiet-iterations rule applies.
 
     def _schedule(self) -> None:
         """Arrange the dispatch of a batch whose first key just arrived."""
@@ -375,20 +404,30 @@ class Engine:
         if self._wait:
             self._handle = loop.call_later(self._wait, self._dispatch)
         else:
-            self._seen = 1
+            self._seen = 0
+            self._quiet = 0
             self._iterations = 0
             self._handle = loop.call_soon(self._on_iteration)
 
     def _on_iteration(self) -> None:
         size = len(self._pending)
-        if size != self._seen and self._iterations < MAX_COALESCE_ITERATIONS:
+        self._iterations += 1
+        if size != self._seen:
             self._seen = size
-            self._iterations += 1
-            assert self._loop is not None
-            self._handle = self._loop.call_soon(self._on_iteration)
+            self._quiet = 0
         else:
+            self._quiet += 1
+        ready = self._ready
+        if (
+            self._iterations >= MAX_COALESCE_ITERATIONS
+            or self._quiet >= QUIET_ITERATIONS
+            or (self._quiet and ready is not None and not ready)
+        ):
             self._handle = None
             self._dispatch()
+        else:
+            assert self._loop is not None
+            self._handle = self._loop.call_soon(self._on_iteration)
 
     def _dispatch(self) -> None:
         """Hand the pending batch to a task of its own, if anything is pending."""
@@ -588,6 +627,7 @@ class Engine:
         extra = batch.extra
         caching = self._caching
         cache = self._cache
+        stored = self._stored
         inflight = self._inflight
         absent = self._absent
         failed: list[tuple[Hashable, BaseException]] = []
@@ -600,7 +640,7 @@ class Engine:
                         _fail(waiter, self._missing_error(batch, ck, outcomes))
                     if caching and inflight.get(ck) is batch:
                         del inflight[ck]
-                        cache[ck] = MISS
+                        stored[ck] = MISS
                     continue
             elif isinstance(value, BaseException):
                 failed.append((ck, value))
@@ -613,9 +653,10 @@ class Engine:
                     _answer(waiter, value)
             if caching and inflight.get(ck) is batch:
                 del inflight[ck]
-                cache[ck] = (
-                    first if type(first) is asyncio.Future and not first.cancelled() else (value,)
-                )
+                if type(first) is asyncio.Future and not first.cancelled():
+                    cache[ck] = first
+                else:
+                    stored[ck] = (value,)
         return failed
 
     # -- failures ------------------------------------------------------------------------
@@ -766,6 +807,10 @@ class Engine:
                 slot.set_result(None)  # the slot passes straight to the next batch
                 return
         self._running -= 1
+
+
+def _unbound() -> asyncio.Future[Any]:
+    raise RuntimeError("not bound to an event loop yet")
 
 
 class _Failure:

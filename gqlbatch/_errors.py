@@ -87,7 +87,9 @@ class BatchError(GqlBatchError):
     instance.
 
     Attributes:
-        key: the key (or queue item) of the caller that receives this error.
+        key: the key (or queue item) as handed to the batch function. With
+            ``cache_key``, callers whose keys share a cache key share one
+            spelling of it here: the first caller's.
         loader: the ``name`` of the loader or queue, or None.
         attempts: how many calls of the batch function included this key (0 when
             the key was rejected before its batch was ever called).

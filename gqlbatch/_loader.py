@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from asyncio.events import _get_running_loop
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from typing import Any, Generic, Literal, TypeVar, overload
 
@@ -244,9 +245,13 @@ class KeyedLoader(Engine, Generic[K, V]):
         super().__init__(batch_fn, options)
         if cache_key is not None:
             self._pending_keys = {}
+        # What ``load``'s fast path looks keys up in: the cache itself when keys
+        # are their own cache keys, else a dict that stays empty.
+        self._hits: dict[Any, asyncio.Future[Any]] = self._cache if cache_key is None else {}
 
     def __repr__(self) -> str:
-        return f"<KeyedLoader {self._name or ''!s} size={self._queued} cached={len(self._cache)}>"
+        cached = len(self._cache) + len(self._stored)
+        return f"<KeyedLoader {self._name or ''!s} size={self._queued} cached={cached}>"
 
     # -- loading -------------------------------------------------------------------------
 
@@ -260,7 +265,22 @@ class KeyedLoader(Engine, Generic[K, V]):
         ``key_type``; :class:`QueueFullError`; :class:`LoaderClosedError`;
         :class:`WrongEventLoopError`.
         """
-        loop = self._check_open(key)
+        # The fast path, first: a value already cached as a done future. Misses,
+        # other cached entries and unhashable keys go on to ``_load``. No loop
+        # check here: awaiting a done future works from any event loop.
+        try:
+            hit = self._hits.get(key)
+        except TypeError:
+            hit = None
+        if hit is not None:
+            self._fast_hits += 1
+            return hit
+        return self._load(key)
+
+    def _load(self, key: Any) -> asyncio.Future[V]:
+        loop = _get_running_loop()
+        if loop is None or loop is not self._loop or self._state:
+            self._check_open(key)
         if self._key_type is not None and not isinstance(key, self._key_type):
             raise self._wrong_type(key)
         ck = key if self._cache_key is None else self._cache_key(key)
@@ -271,15 +291,19 @@ class KeyedLoader(Engine, Generic[K, V]):
             raise self._unhashable(key, ck) from None
         if hit is not None:
             self._cache_hits += 1
-            if type(hit) is tuple:  # first hit on a value cached without a future
-                value = hit[0]
-                hit = self._cache[ck] = loop.create_future()
-                hit.set_result(value)
-            elif hit is MISS:
-                hit = loop.create_future()
-                hit.set_exception(self._missing_error_for(key))
             return hit
-        future: asyncio.Future[V] = loop.create_future()
+        if self._stored and ck in self._stored:
+            self._cache_hits += 1
+            entry = self._stored[ck]
+            hit = self._new_future()
+            if entry is MISS:
+                hit.set_exception(self._missing_error_for(key))
+            else:  # first hit on a value stored without a future: keep the future
+                hit.set_result(entry[0])
+                del self._stored[ck]
+                self._cache[ck] = hit
+            return hit
+        future: asyncio.Future[V] = self._new_future()
         self._route(ck, key, future)
         return future
 
@@ -294,8 +318,8 @@ class KeyedLoader(Engine, Generic[K, V]):
         """
         keys = list(keys)
         first = keys[0] if keys else None
-        loop = self._check_open(first)
-        outer: asyncio.Future[list[Any]] = loop.create_future()
+        self._check_open(first)
+        outer: asyncio.Future[list[Any]] = self._new_future()
         gather = _Gather(outer, len(keys), return_exceptions)
         if not keys:
             outer.set_result([])
@@ -314,29 +338,35 @@ class KeyedLoader(Engine, Generic[K, V]):
             raise self._unhashable_among(keys, cks) from None
         self._loads += len(keys)
         cache = self._cache
+        stored = self._stored
         for index, (key, ck) in enumerate(zip(keys, cks, strict=True)):
             try:
                 hit = cache.get(ck)
             except TypeError:
                 outer.cancel()
                 raise self._unhashable(key, ck) from None
-            if hit is None:
+            if hit is not None:
+                self._cache_hits += 1
+                gather.put(index, hit.result())
+                continue
+            entry = stored.get(ck) if stored else None
+            if entry is None:
                 self._route(ck, key, _Position(gather, index))
                 continue
             self._cache_hits += 1
-            if hit is MISS:
+            if entry is MISS:
                 position = _Position(gather, index)
                 if not position.done():
                     position.set_exception(self._missing_error_for(key))
             else:
-                gather.put(index, hit[0] if type(hit) is tuple else hit.result())
+                gather.put(index, entry[0])
         return outer
 
     def _check_room(self, keys: list[Any], cks: list[Any]) -> None:
         """Raise QueueFullError unless every new key of a ``load_many`` fits."""
         new: set[Hashable] = set()
         for key, ck in zip(keys, cks, strict=True):
-            if ck in self._cache or ck in self._pending or ck in new:
+            if ck in self._cache or ck in self._stored or ck in self._pending or ck in new:
                 continue
             if self._caching and ck in self._inflight:
                 continue
@@ -361,9 +391,9 @@ class KeyedLoader(Engine, Generic[K, V]):
         if not self._caching:
             return
         ck = self._ck(key)
-        if ck in self._cache or ck in self._inflight or ck in self._pending:
+        if ck in self._cache or ck in self._stored or ck in self._inflight or ck in self._pending:
             return
-        self._cache[ck] = (value,)
+        self._stored[ck] = (value,)
 
     def clear(self, key: K) -> None:
         """Forget ``key``'s cached value, miss, or load in flight.
@@ -373,6 +403,7 @@ class KeyedLoader(Engine, Generic[K, V]):
         """
         ck = self._ck(key)
         self._cache.pop(ck, None)
+        self._stored.pop(ck, None)
         self._inflight.pop(ck, None)
 
     def clear_many(self, keys: Iterable[K]) -> None:
@@ -383,6 +414,7 @@ class KeyedLoader(Engine, Generic[K, V]):
     def clear_all(self) -> None:
         """Forget every cached value, miss, and load in flight."""
         self._cache.clear()
+        self._stored.clear()
         self._inflight.clear()
 
     # -- correlation (the engine's face-specific part) ---------------------------------

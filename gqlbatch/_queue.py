@@ -82,7 +82,7 @@ class BatchedQueue(Engine, Generic[T, R]):
         wait (nothing changes); :class:`LoaderClosedError`; TypeError when
         ``key_of(item)`` is unhashable.
         """
-        loop = self._check_open(item)
+        self._check_open(item)
         if self._key_of is not None:
             key = self._key_of(item)
             try:
@@ -93,7 +93,7 @@ class BatchedQueue(Engine, Generic[T, R]):
                 ) from None
         self._loads += 1
         self._seq += 1
-        future: asyncio.Future[R] = loop.create_future()
+        future: asyncio.Future[R] = self._new_future()
         self._route(self._seq, item, future)
         return future
 

@@ -15,7 +15,7 @@ class LoaderStats:
     """
 
     loads: int = 0
-    """Calls of ``load`` (one per key for ``load_many``) or ``enqueue``."""
+    """Calls of ``load`` (one per key for ``load_many``) or ``enqueue``, refused ones included."""
     cache_hits: int = 0
     """Loads answered from the cache, or joined to a batch already in flight."""
     batches: int = 0

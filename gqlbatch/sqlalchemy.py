@@ -15,11 +15,12 @@ declaration such as ``by_column(User.id)``; it is the ``batch_fn`` of a
 What every fetcher guarantees:
 
 * **One statement per batch.** Keys are deduplicated and sent as bind parameters
-  in one ``SELECT``, whatever their order, duplicates or absence. On PostgreSQL a
-  single-column key is sent as *one array parameter* (``col = ANY($1::INTEGER[])``),
-  so even 100,000 keys are one statement, and the statement text never changes
-  with the batch size (asyncpg's prepared-statement cache keeps hitting).
-  Elsewhere, and for composite keys, keys go into ``IN (...)``; when they would
+  in one ``SELECT``, whatever their order, duplicates or absence. On PostgreSQL
+  keys are sent as *one array parameter* (``col = ANY($1::INTEGER[])``; a
+  composite key as one array per column, through ``unnest()``), so even 100,000
+  keys are one statement, and the statement text never changes with the batch
+  size (asyncpg's prepared-statement cache keeps hitting). Elsewhere keys go
+  into ``IN (...)``; when they would
   exceed the dialect's bind-parameter limit (SQLite's is read from the linked
   library at run time) the fetcher splits them into as few statements as
   needed, of equal size.
@@ -60,7 +61,7 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapper, QueryableAttribute, RelationshipDirection, RelationshipProperty
 from sqlalchemy.orm.exc import UnmappedColumnError
-from sqlalchemy.sql import ColumnElement, FromClause, Select, TextClause
+from sqlalchemy.sql import ColumnElement, FromClause, Select
 from sqlalchemy.sql.base import ExecutableOption
 
 from gqlbatch import KeyedLoader, RetryPolicy
@@ -354,9 +355,6 @@ class _DisconnectMeta(type):
     def __instancecheck__(cls, instance: object) -> bool:
         return isinstance(instance, sa_exc.DBAPIError) and bool(instance.connection_invalidated)
 
-    def __subclasscheck__(cls, subclass: type) -> bool:
-        return type.__subclasscheck__(cls, subclass)
-
 
 class DisconnectError(Exception, metaclass=_DisconnectMeta):
     """Matches any SQLAlchemy ``DBAPIError`` raised because the connection was lost.
@@ -477,7 +475,7 @@ class _Spec:
     many: bool
     secondary: FromClause | None = None
     secondary_on: ColumnElement[bool] | None = None
-    where: tuple[ColumnElement[bool] | TextClause, ...] = ()
+    where: tuple[Any, ...] = ()
     order_by: tuple[Any, ...] = ()
     limit: int | None = None
     options: tuple[ExecutableOption, ...] = ()
@@ -565,15 +563,31 @@ def _name(mapper: Mapper[Any], parts: Sequence[_KeyPart]) -> str:
     return f"{cls}.{names[0]}" if len(names) == 1 else f"{cls}({', '.join(names)})"
 
 
-def _tuple_of(value: Any, argument: str, kind: type | tuple[type, ...]) -> tuple[Any, ...]:
+def _expressions(value: Any, argument: str) -> tuple[Any, ...]:
+    """One SQL expression or a sequence of them (columns, attributes, text()) as a tuple."""
+    from sqlalchemy.sql.elements import ClauseElement
+
     if value is None:
         return ()
     items = tuple(value) if isinstance(value, list | tuple) else (value,)
     for item in items:
-        if not isinstance(item, kind):
+        if not isinstance(item, ClauseElement) and not hasattr(item, "__clause_element__"):
             raise TypeError(
                 f"{argument} must be one or a sequence of SQL expressions, got {item!r} "
                 f"({type(item).__name__})"
+            )
+    return items
+
+
+def _loader_options(value: Any) -> tuple[ExecutableOption, ...]:
+    if value is None:
+        return ()
+    items = tuple(value) if isinstance(value, list | tuple) else (value,)
+    for item in items:
+        if not isinstance(item, ExecutableOption):
+            raise TypeError(
+                f"options must be one or a sequence of loader options such as "
+                f"selectinload(User.posts), got {item!r} ({type(item).__name__})"
             )
     return items
 
@@ -582,12 +596,10 @@ def _check_common(
     where: Any, order_by: Any, limit: Any, options: Any, max_params: Any, *, many: bool
 ) -> dict[str, Any]:
     """Validate the options every fetcher takes; returns them normalised."""
-    from sqlalchemy.sql.elements import ClauseElement
-
     checked: dict[str, Any] = {
-        "where": _tuple_of(where, "where", (ColumnElement, TextClause)),
-        "order_by": _tuple_of(order_by, "order_by", (ClauseElement, QueryableAttribute)),
-        "options": _tuple_of(options, "options", ExecutableOption),
+        "where": _expressions(where, "where"),
+        "order_by": _expressions(order_by, "order_by"),
+        "options": _loader_options(options),
     }
     if limit is not None:
         if not many:
@@ -773,7 +785,11 @@ class _Fetcher(Generic[K, T]):
         if cached is None:
             statement = self._build(use_array)
             compiled = statement.compile(dialect=dialect)
-            own = sum(1 for name in compiled.binds if name != _KEYS)
+            own = sum(
+                _parameter_count(bind)
+                for bind, name in compiled.bind_names.items()
+                if name != _KEYS
+            )
             cached = self._spec.statements[cache_key] = (statement, own)
         return cached
 
@@ -855,6 +871,13 @@ class _Fetcher(Generic[K, T]):
         return f"<{type(self).__name__} {self._spec.name} {state}>"
 
 
+def _parameter_count(bind: Any) -> int:
+    """Parameters a bind sends: an expanding one (``where=col.in_([...])``) one per value."""
+    if bind.expanding and isinstance(bind.value, list | tuple):
+        return max(1, len(bind.value))
+    return 1
+
+
 def _type_name(python_type: type | tuple[type, ...] | None) -> str:
     if python_type is None:
         return "any value"
@@ -906,7 +929,11 @@ class ManyFetcher(_Fetcher[K, T]):
         found: dict[Any, Any] = {key: [] for key in keys if key not in errors}
         found.update(errors)
         for key, obj in rows:
-            found[key].append(obj)
+            # A row whose key nobody asked for (a case-insensitive collation can
+            # match "ADA" for "ada") is left out rather than failing the batch.
+            group = found.get(key)
+            if isinstance(group, list):
+                group.append(obj)
         return found
 
 
@@ -956,7 +983,8 @@ def by_column(
         options: loader options, e.g. ``selectinload(User.posts)``.
         sessions: a :class:`SessionSource` or ``async_sessionmaker`` to bind at once.
         name: the loader name, by default ``"User.id"``.
-        max_params: override the dialect's bind-parameter limit (keys per statement).
+        max_params: bind parameters per statement, instead of the dialect's limit
+            (IN lists only; PostgreSQL arrays are one parameter whatever the count).
     """
     mapper, cols = _columns_of(columns, "by_column")
     parts = tuple(_part_for(mapper, c) for c in cols)
@@ -1025,7 +1053,8 @@ def by_group(
         options: loader options, e.g. ``selectinload(Post.tags)``.
         sessions: a :class:`SessionSource` or ``async_sessionmaker`` to bind at once.
         name: the loader name, by default ``"Post.author_id"``.
-        max_params: override the dialect's bind-parameter limit (keys per statement).
+        max_params: bind parameters per statement, instead of the dialect's limit
+            (IN lists only; PostgreSQL arrays are one parameter whatever the count).
     """
     mapper, cols = _columns_of(columns, "by_group")
     parts = tuple(_part_for(mapper, c) for c in cols)

@@ -58,3 +58,8 @@ def test_the_docs_site_builds_strictly(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     api = (tmp_path / "api" / "index.html").read_text()
     assert "load_many" in api  # the reference is generated from the docstrings
+    for page in tmp_path.rglob("*.html"):
+        text = page.read_text()
+        for mangled in ("--8&lt;--", "--8 &lt; --"):
+            assert mangled not in text, f"{page}: a snippet was not included"
+    assert "fetch_users" in (tmp_path / "index.html").read_text()

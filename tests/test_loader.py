@@ -854,3 +854,28 @@ async def test_load_many_of_two_cached_misses_fails_once() -> None:
     await asyncio.gather(loader.load(1), loader.load(2), return_exceptions=True)
     with pytest.raises(MissingKeyError):
         await loader.load_many([1, 2])
+
+
+async def test_a_resolver_awaiting_three_times_while_nobody_loads_still_joins() -> None:
+    fetch = Recorder()
+    loader = KeyedLoader(fetch)
+    assert await asyncio.gather(_after(0, loader, 1), _after(3, loader, 2)) == [10, 20]
+    assert fetch.calls == [[1, 2]]
+
+
+async def test_on_a_busy_loop_a_few_quiet_iterations_end_the_batch() -> None:
+    fetch = Recorder()
+    loader = KeyedLoader(fetch)
+
+    async def busy() -> None:  # another request keeps the loop's ready queue non-empty
+        for _ in range(10 * MAX_COALESCE_ITERATIONS):
+            await asyncio.sleep(0)
+
+    spinner = asyncio.create_task(busy())
+    first = loader.load(1)
+    for _ in range(MAX_COALESCE_ITERATIONS):
+        await asyncio.sleep(0)
+    late = loader.load(2)
+    assert await asyncio.gather(first, late) == [10, 20]
+    await spinner
+    assert fetch.calls == [[1], [2]]

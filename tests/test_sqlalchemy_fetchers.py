@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import types
 from typing import Any
 
 import pytest
@@ -331,6 +332,30 @@ async def test_keys_above_the_parameter_limit_split_into_as_few_statements_as_ne
     assert all(len(posts) == 1 for posts in grouped.values())
 
 
+async def test_parameters_of_the_extra_filter_count_towards_the_limit(db: Database) -> None:
+    fetcher = by_column(User.id, where=User.id.in_(list(range(1, 11))), max_params=14)
+    result, sql = await fetch(db, fetcher, list(range(1, 21)))
+    assert sorted(result) == list(range(1, 11))
+    if db.kind == "sqlite":
+        assert len(sql) == 5  # 10 parameters of the filter leave 4 keys per statement
+
+
+def test_the_module_lists_its_public_names_each_documented() -> None:
+    import gqlbatch.sqlalchemy as module
+
+    public = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and getattr(value, "__module__", None) == module.__name__
+        and isinstance(value, type | types.FunctionType)
+    }
+    assert public <= set(module.__all__)
+    assert module.__all__ == sorted(module.__all__)
+    for name in module.__all__:
+        assert getattr(module, name).__doc__, name
+
+
 # -- declaration and binding ----------------------------------------------------------
 
 
@@ -388,7 +413,11 @@ def test_loader_options_name_and_key_type() -> None:
             "limit applies to many-rows fetchers only",
         ),
         (lambda: by_column(User.id, where="id > 1"), TypeError, "where must be one or a sequence"),
-        (lambda: by_column(User.id, options=[1]), TypeError, "options must be one or a sequence"),
+        (
+            lambda: by_column(User.id, options=[1]),
+            TypeError,
+            "options must be one or a sequence of loader options",
+        ),
         (lambda: by_relationship(User.id), TypeError, "by_relationship takes a relationship"),
         (
             lambda: by_column(User.id, sessions=object()),

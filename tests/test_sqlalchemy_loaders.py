@@ -205,6 +205,27 @@ async def test_shared_session_serializes_concurrent_batches_on_one_session(db: D
         await by_column(User.id).bind(shared)([1])
 
 
+async def test_shared_session_aclose_waits_for_the_running_batch(db: Database) -> None:
+    entered = asyncio.Event()
+
+    class Signalling:
+        @contextlib.asynccontextmanager
+        async def session(self) -> AsyncIterator[AsyncSession]:
+            async with shared.session() as session:
+                entered.set()
+                yield session
+
+    async with SharedSession(db.maker) as shared:
+        loader = by_column(User.id).loader(Signalling())
+        pending = loader.load(1)
+        await entered.wait()  # the batch holds the shared session
+        closing = asyncio.ensure_future(shared.aclose())
+        assert (await pending).id == 1
+        await closing
+        assert shared.closed
+    assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
 async def test_a_bare_sessionmaker_is_per_batch_sessions(db: Database) -> None:
     loader = by_column(User.id).loader(db.maker)
     assert (await loader.load(5)).email == "u5@example.org"

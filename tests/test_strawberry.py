@@ -858,3 +858,16 @@ def test_reprs_say_what_and_how_much() -> None:
     assert repr(Loaders.user).startswith("<loader Loaders.user of <function fetch_users")
     loaders.close()
     assert repr(loaders) == "<Loaders closed>"
+
+
+async def test_the_extension_leaves_contexts_without_a_registry_alone() -> None:
+    @strawberry.type
+    class Q:
+        @strawberry.field
+        def hello(self) -> str:
+            return "world"
+
+    plain = strawberry.Schema(Q, extensions=[LoaderExtension.with_statistics()])
+    result = await plain.execute("{ hello }", context_value={"user": "ada"})
+    assert result.data == {"hello": "world"}
+    assert result.extensions == {}
