@@ -8,11 +8,13 @@ its own SELECT). For each page size it sends the four-level query
         comments(limit: 5) { id author { id name } } tags { name } } }
 
 to both, alternating which goes first in each round, and reports the median
-statements and latency of the rounds. Not part of ``make test``::
+statements and latency of the rounds. ``make bench`` runs it; ``make test``
+runs only its ``--quick`` form (through ``tests/test_benchmarks.py``)::
 
-    python benchmarks/example_api_compare.py                 # SQLite, 1000 users
-    python benchmarks/example_api_compare.py --rounds 7 --page-sizes 10,100
-    python benchmarks/example_api_compare.py --database-url postgresql://postgres@127.0.0.1/bench
+    python -m benchmarks.example_api_compare                # SQLite, 1000 users, ~3 minutes
+    python -m benchmarks.example_api_compare --quick        # 100 users, seconds
+    python -m benchmarks.example_api_compare --rounds 7 --page-sizes 10,100
+    python -m benchmarks.example_api_compare --database-url postgresql://postgres@127.0.0.1/bench
 """
 
 from __future__ import annotations
@@ -34,13 +36,12 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from example_api import migrations
+from example_api.db import create_engine
+from example_api.seed import SeedPlan, seed
+from example_api.settings import normalize_database_url
 
-from example_api import migrations  # noqa: E402
-from example_api.db import create_engine  # noqa: E402
-from example_api.seed import SeedPlan, seed  # noqa: E402
-from example_api.settings import normalize_database_url  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 QUERY = """{ users(limit: %d) { id name posts(limit: 5) { id title
   comments(limit: 5) { id author { id name } } tags { name } } } }"""
@@ -107,20 +108,58 @@ async def _prepare(url: str, users: int, seed_value: int) -> None:
         await engine.dispose()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def _report(results: list[dict[str, Any]], pages: list[int], url: str, users: int) -> str:
+    backend = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
+    rounds = results[0]["rounds"]
+    lines = [
+        f"Example API, {backend}, {users} users; medians of {rounds} interleaved rounds; "
+        f"Python {sys.version.split()[0]}.",
+        "",
+        "| page size | mode | SQL statements | latency ms |",
+        "|--:|---|--:|--:|",
+    ]
+    for row in results:
+        lines.append(
+            f"| {row['page_size']} | {row['mode']} | {row['statements']:.0f} | "
+            f"{row['latency_ms']:.1f} |"
+        )
+    lines += ["", "| page size | naive / batched statements | naive / batched latency |"]
+    lines.append("|--:|--:|--:|")
+    for page in pages:
+        b = next(r for r in results if r["page_size"] == page and r["mode"] == "batched")
+        n = next(r for r in results if r["page_size"] == page and r["mode"] == "naive")
+        lines.append(
+            f"| {page} | {n['statements'] / b['statements']:.0f}x | "
+            f"{n['latency_ms'] / b['latency_ms']:.1f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the comparison; print (and with ``--out``, write) a markdown report."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.example_api_compare", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--database-url", help="default: a temporary SQLite file")
-    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--users", type=int, help="users to seed (default 1000; --quick 100)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--page-sizes", default="10,100,1000")
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args()
-    pages = [int(p) for p in args.page_sizes.split(",")]
+    parser.add_argument("--rounds", type=int, help="rounds per page size (default 5; --quick 1)")
+    parser.add_argument("--page-sizes", help="default 10,100,1000 (--quick: 10,100)")
+    parser.add_argument("--quick", action="store_true", help="a small, short run")
+    parser.add_argument("--out", type=Path, help="also write the markdown report here")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    args = parser.parse_args(argv)
+    users = args.users or (100 if args.quick else 1000)
+    rounds = args.rounds or (1 if args.quick else 5)
+    pages = [
+        int(p) for p in (args.page_sizes or ("10,100" if args.quick else "10,100,1000")).split(",")
+    ]
+    if max(pages) > users:
+        parser.error(f"page size {max(pages)} needs at least as many users (--users {users})")
     with tempfile.TemporaryDirectory() as tmp:
         url = normalize_database_url(args.database_url or f"sqlite:///{tmp}/bench.db")
-        print(f"seeding {args.users} users (seed {args.seed}) ...", flush=True)
-        asyncio.run(_prepare(url, args.users, args.seed))
+        print(f"seeding {users} users (seed {args.seed}) ...", file=sys.stderr, flush=True)
+        asyncio.run(_prepare(url, users, args.seed))
         results: list[dict[str, Any]] = []
         with (
             _server(url, False, max(pages), Path(tmp)) as batched,
@@ -132,7 +171,7 @@ def main() -> None:
                 samples: dict[str, list[tuple[int, float]]] = {"batched": [], "naive": []}
                 for base in servers.values():  # warm-up: imports, caches, pools
                     _request(client, base, page)
-                for round_ in range(args.rounds):
+                for round_ in range(rounds):
                     order = ["batched", "naive"] if round_ % 2 == 0 else ["naive", "batched"]
                     for mode in order:
                         samples[mode].append(_request(client, servers[mode], page))
@@ -143,31 +182,17 @@ def main() -> None:
                             "mode": mode,
                             "statements": statistics.median(s for s, _ in got),
                             "latency_ms": statistics.median(t for _, t in got) * 1000,
-                            "rounds": args.rounds,
+                            "rounds": rounds,
                         }
                     )
-                    row = results[-1]
-                    print(
-                        f"page {page:>5}  {mode:<8} {row['statements']:>8.0f} statements  "
-                        f"{row['latency_ms']:>10.1f} ms (median of {args.rounds})",
-                        flush=True,
-                    )
-    print()
-    print(
-        "| page size | batched statements | naive statements | batched ms | naive ms | speed-up |"
-    )
-    print("|---:|---:|---:|---:|---:|---:|")
-    for page in pages:
-        b = next(r for r in results if r["page_size"] == page and r["mode"] == "batched")
-        n = next(r for r in results if r["page_size"] == page and r["mode"] == "naive")
-        print(
-            f"| {page} | {b['statements']:.0f} | {n['statements']:.0f} | "
-            f"{b['latency_ms']:.1f} | {n['latency_ms']:.1f} | "
-            f"{n['latency_ms'] / b['latency_ms']:.1f}x |"
-        )
+    report = _report(results, pages, url, users)
+    print(report, end="")
+    if args.out:
+        args.out.write_text(report, encoding="utf-8")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
