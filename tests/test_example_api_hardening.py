@@ -99,3 +99,38 @@ def test_unexpected_errors_reveal_no_sql_dsn_or_traceback(
     ):
         assert leak not in text, leak
     assert "no such table" in server.logs().lower() or "does not exist" in server.logs()
+
+
+def test_a_lost_database_is_reported_without_its_name_or_address(
+    pg_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from e2e.server import admin_url
+
+    with private_database(pg_url, "lost") as url:
+        args = ["--production", "--seed-if-empty", "2"]
+        with run_server(url, tmp_path_factory.mktemp("lost"), args=args) as server:
+            name = url.rsplit("/", 1)[1]
+            _drop(admin_url(pg_url), name)
+            health = server.get("/healthz")
+            assert health.status_code == 503
+            assert health.json() == {"status": "unavailable", "database": "unreachable"}
+            response = server.post("/graphql", json={"query": '{ user(id: "1") { id } }'})
+            assert set(_messages(response.json())) == {"Internal server error."}
+            for leak in (name, "127.0.0.1", "5432", "asyncpg", "postgres", "traceback"):
+                assert leak not in health.text.lower()
+                assert leak not in response.text.lower()
+
+
+def _drop(admin: str, name: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(admin, timeout=10)
+        try:
+            await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
