@@ -88,7 +88,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     return ExampleSchema(
         query=query,
         mutation=mutation,
-        extensions=extensions,  # type: ignore[arg-type]
+        extensions=extensions,
         config=config,
     )
 

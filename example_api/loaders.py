@@ -95,17 +95,21 @@ class Paged:
 
 
 class Loaders(LoaderRegistry):
-    """The loaders of one request. Transient database errors are retried (``DB_RETRY``)."""
+    """The loaders of one request. Transient database errors are retried (``DB_RETRY``).
+
+    (``loader()``'s overloads type a fetcher as a callable; :class:`Paged` is a
+    fetcher that is not itself callable, hence the ``call-overload`` ignores.)
+    """
 
     user = loader(by_column(User.id), error_mode="retry", retry=DB_RETRY)
     """Users by id."""
     post = loader(by_column(Post.id), error_mode="retry", retry=DB_RETRY)
     """Posts by id."""
-    posts_of_user = loader(Paged(User.posts), error_mode="retry", retry=DB_RETRY)
+    posts_of_user = loader(Paged(User.posts), error_mode="retry", retry=DB_RETRY)  # type: ignore[call-overload]
     """A user's posts, oldest first, by ``(user id, limit, offset)``."""
-    comments_of_post = loader(Paged(Post.comments), error_mode="retry", retry=DB_RETRY)
+    comments_of_post = loader(Paged(Post.comments), error_mode="retry", retry=DB_RETRY)  # type: ignore[call-overload]
     """A post's comments, oldest first, by ``(post id, limit, offset)``."""
-    tags_of_post = loader(Paged(Post.tags), error_mode="retry", retry=DB_RETRY)
+    tags_of_post = loader(Paged(Post.tags), error_mode="retry", retry=DB_RETRY)  # type: ignore[call-overload]
     """A post's tags by name, by ``(post id, limit, offset)``."""
-    posts_of_tag = loader(Paged(Tag.posts), error_mode="retry", retry=DB_RETRY)
+    posts_of_tag = loader(Paged(Tag.posts), error_mode="retry", retry=DB_RETRY)  # type: ignore[call-overload]
     """A tag's posts, oldest first, by ``(tag id, limit, offset)``."""

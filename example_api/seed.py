@@ -8,7 +8,6 @@ with explicit ids and timestamps so that two databases seeded alike are equal.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -236,12 +235,12 @@ async def seed(
     False: seeding twice would collide on ids.
     """
     rows = _rows(plan)
-    tables: Sequence[Table] = (
-        User.__table__,  # type: ignore[list-item]
-        Tag.__table__,  # type: ignore[list-item]
-        Post.__table__,  # type: ignore[list-item]
+    tables: tuple[Table, ...] = (
+        User.__table__,  # type: ignore[assignment]  # a mapped class's Table, typed FromClause
+        Tag.__table__,
+        Post.__table__,
         post_tags,
-        Comment.__table__,  # type: ignore[list-item]
+        Comment.__table__,
     )
     async with engine.begin() as connection:
         if reset:
