@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from example_api.models import Comment, Post, Tag, User, post_tags
 
-__all__ = ["SeedPlan", "SeedReport", "is_empty", "seed"]
+__all__ = ["SeedPlan", "SeedReport", "is_empty", "rows_for", "seed"]
 
 _FIRST = [
     "Ada",
@@ -172,7 +172,8 @@ class SeedReport:
     post_tags: int
 
 
-def _rows(plan: SeedPlan) -> dict[str, list[dict[str, Any]]]:
+def rows_for(plan: SeedPlan) -> dict[str, list[dict[str, Any]]]:
+    """The rows :func:`seed` writes for ``plan``, by table name, without writing them."""
     rng = random.Random(plan.seed)
     tag_names = [
         _TAGS[i % len(_TAGS)] + ("" if i < len(_TAGS) else f"-{i}") for i in range(plan.tags)
@@ -234,7 +235,7 @@ async def seed(
     Raises ValueError when the database already holds users and ``reset`` is
     False: seeding twice would collide on ids.
     """
-    rows = _rows(plan)
+    rows = rows_for(plan)
     tables: tuple[Table, ...] = (
         User.__table__,  # type: ignore[assignment]  # a mapped class's Table, typed FromClause
         Tag.__table__,

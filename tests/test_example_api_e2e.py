@@ -7,13 +7,14 @@ seed 3); tests that stop or break a server start their own.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from e2e.server import FOUR_LEVELS, Server, private_database, run_server, scalar
 
-from example_api.seed import SeedPlan, _rows
+from example_api.seed import SeedPlan, rows_for
 
 SEED = ["--seed-if-empty", "40", "--seed", "3"]
 PLAN = SeedPlan(users=40, seed=3)
@@ -49,7 +50,7 @@ def _stats(body: dict[str, object]) -> dict[str, object]:
 
 
 def test_lookups_return_the_seeded_rows(server: Server) -> None:
-    rows = _rows(PLAN)
+    rows = rows_for(PLAN)
     user = rows["users"][6]
     body = server.graphql("query($id: ID!) { user(id: $id) { id name email } }", {"id": "7"})
     assert body["data"] == {"user": {"id": "7", "name": user["name"], "email": user["email"]}}
@@ -64,7 +65,7 @@ def test_lookups_return_the_seeded_rows(server: Server) -> None:
 
 
 def test_nested_lists_follow_the_seeded_relations(server: Server) -> None:
-    rows = _rows(PLAN)
+    rows = rows_for(PLAN)
     body = server.graphql(
         "{ users(limit: 40) { id posts(limit: 100) { id comments(limit: 100) { id } } } }"
     )
@@ -82,7 +83,7 @@ def test_nested_lists_follow_the_seeded_relations(server: Server) -> None:
 
 
 def test_many_to_many_tags_read_both_ways(server: Server) -> None:
-    rows = _rows(PLAN)
+    rows = rows_for(PLAN)
     body = server.graphql("{ tags(limit: 100) { name posts(limit: 100) { id tags { name } } } }")
     for tag in body["data"]["tags"]:
         tag_id = next(t["id"] for t in rows["tags"] if t["name"] == tag["name"])
@@ -115,7 +116,7 @@ def test_four_level_query_runs_one_statement_per_relation_whatever_the_page_size
 ) -> None:
     body = server.graphql(FOUR_LEVELS % page_size)
     assert "errors" not in body
-    rows = _rows(PLAN)
+    rows = rows_for(PLAN)
     expected = [
         {
             "id": str(user["id"]),
@@ -255,7 +256,7 @@ def test_record_view_counts_every_view_exactly(server: Server, database_url: str
     for _ in range(100):  # the bulk UPDATE lands within view_flush_ms; bounded wait
         if server.graphql(view_count)["data"]["post"]["viewCount"] == before + 60:
             break
-        __import__("time").sleep(0.05)
+        time.sleep(0.05)
     assert scalar(database_url, "SELECT view_count FROM posts WHERE id = 5") == before + 60
     assert server.graphql('mutation { recordView(postId: "99999") { accepted } }')["errors"]
 
