@@ -22,7 +22,7 @@ from strawberry.types import Info
 from example_api import models
 from example_api.context import AppContext
 from example_api.loaders import PageKey
-from example_api.views import ViewQueueFullError
+from example_api.views import ViewQueueFullError, ViewsClosedError
 from gqlbatch.strawberry import invalidate, write_through
 
 __all__ = ["Comment", "Mutation", "Post", "Query", "Tag", "User", "UserInputError"]
@@ -301,4 +301,6 @@ class Mutation:
             info.context.views.record(post.id)
         except ViewQueueFullError as exc:
             raise UserInputError(str(exc), code="VIEW_QUEUE_FULL") from None
+        except ViewsClosedError as exc:
+            raise UserInputError(str(exc), code="SHUTTING_DOWN") from None
         return RecordViewPayload(post_id=strawberry.ID(str(post.id)), accepted=True)

@@ -23,10 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from example_api.metrics import Metrics
 from example_api.models import Post
-from gqlbatch import BatchedQueue, QueueFullError
+from gqlbatch import BatchedQueue, LoaderClosedError, QueueFullError
 from gqlbatch.sqlalchemy import DB_RETRY
 
-__all__ = ["UnknownPostError", "ViewCounter", "ViewQueueFullError"]
+__all__ = ["UnknownPostError", "ViewCounter", "ViewQueueFullError", "ViewsClosedError"]
 
 log = logging.getLogger("example_api.views")
 
@@ -35,6 +35,10 @@ MAX_BATCH = 1000
 
 class ViewQueueFullError(Exception):
     """Too many views wait to be written; the caller should retry later."""
+
+
+class ViewsClosedError(Exception):
+    """The server is shutting down and accepts no more views."""
 
 
 class UnknownPostError(LookupError):
@@ -80,10 +84,15 @@ class ViewCounter:
     def record(self, post_id: int) -> None:
         """Accept one view of ``post_id``; it is written with the next bulk UPDATE.
 
-        Raises :class:`ViewQueueFullError` at once when the queue is full.
+        Raises :class:`ViewQueueFullError` at once when the queue is full, and
+        :class:`ViewsClosedError` once shutdown has begun.
         """
         try:
             future = self._queue.enqueue(post_id)
+        except LoaderClosedError:
+            raise ViewsClosedError(
+                "the server is shutting down; the view was not recorded"
+            ) from None
         except QueueFullError as exc:
             self._metrics.view_rejections += 1
             raise ViewQueueFullError(

@@ -17,6 +17,8 @@ from example_api.metrics import Metrics
 from example_api.models import Comment, Post, Tag, User, post_tags
 from example_api.seed import SeedPlan, is_empty, seed
 from example_api.settings import DEFAULT_DATABASE_URL, Settings, SettingsError
+from example_api.views import ViewCounter, ViewsClosedError
+from gqlbatch.sqlalchemy import StatementCounter
 
 # -- settings -------------------------------------------------------------------------------
 
@@ -207,3 +209,30 @@ def test_alembic_command_reads_database_url_like_the_server(tmp_path: Path) -> N
     assert (
         scalar(async_url, "SELECT version_num FROM alembic_version") == migrations.head_revision()
     )
+
+
+# -- the view queue -------------------------------------------------------------------------
+
+
+async def test_views_from_many_callers_become_one_update_per_batch(sqlite_url: str) -> None:
+    engine = create_engine(sqlite_url)
+    await migrations.upgrade(engine)
+    await seed(engine, SeedPlan(users=3, seed=1))
+    metrics = Metrics()
+    views = ViewCounter(engine, metrics, max_queue_size=100, flush_ms=60_000)
+    with StatementCounter(engine) as counter:
+        for post_id in [1, 2, 1, 1, 99_999, 2]:
+            views.record(post_id)
+        assert views.pending == 6
+        await views.flush()
+        assert counter.total == 1  # one UPDATE ... CASE id ... for the six views
+    assert metrics.views_written == 5
+    assert metrics.view_write_failures == 1  # post 99999 does not exist: only its view fails
+    assert metrics.view_batches == 1
+    await views.aclose()
+    with pytest.raises(ViewsClosedError, match="shutting down"):
+        views.record(1)
+    async with engine.connect() as connection:
+        counts = dict((await connection.execute(select(Post.id, Post.view_count))).all())
+    assert (counts[1], counts[2]) == (3, 2)
+    await engine.dispose()
