@@ -1,7 +1,8 @@
-"""The example API's parts on their own: settings, seed, metrics, the command line."""
+"""The example API's parts on their own: settings, seed, metrics, loaders, views, the CLI."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -12,13 +13,14 @@ from e2e.server import ROOT, scalar
 from sqlalchemy import select
 
 from example_api import migrations
-from example_api.db import create_engine
+from example_api.db import create_engine, create_sessionmaker
+from example_api.loaders import Loaders
 from example_api.metrics import Metrics
 from example_api.models import Comment, Post, Tag, User, post_tags
 from example_api.seed import SeedPlan, is_empty, seed
 from example_api.settings import DEFAULT_DATABASE_URL, Settings, SettingsError
 from example_api.views import ViewCounter, ViewsClosedError
-from gqlbatch.sqlalchemy import StatementCounter
+from gqlbatch.sqlalchemy import PerBatchSessions, StatementCounter
 
 # -- settings -------------------------------------------------------------------------------
 
@@ -235,4 +237,35 @@ async def test_views_from_many_callers_become_one_update_per_batch(sqlite_url: s
     async with engine.connect() as connection:
         counts = dict((await connection.execute(select(Post.id, Post.view_count))).all())
     assert (counts[1], counts[2]) == (3, 2)
+    await engine.dispose()
+
+
+# -- loaders --------------------------------------------------------------------------------
+
+
+async def test_paged_loaders_limit_each_parent_in_sql_one_statement_per_page(
+    sqlite_url: str,
+) -> None:
+
+    engine = create_engine(sqlite_url)
+    await migrations.upgrade(engine)
+    await seed(engine, SeedPlan(users=10, seed=4))
+    loaders = Loaders(sessions=PerBatchSessions(create_sessionmaker(engine)))
+    with StatementCounter(engine) as counter, counter.scope() as scope:
+        two, also_two, next_two, empty = await asyncio.gather(
+            loaders.comments_of_post.load((1, 2, 0)),
+            loaders.comments_of_post.load((2, 2, 0)),
+            loaders.comments_of_post.load((1, 2, 2)),
+            loaders.comments_of_post.load((1, 0, 0)),
+        )
+    async with engine.connect() as connection:
+        stmt = select(Comment.id).where(Comment.post_id == 1).order_by(Comment.id)
+        all_of_post_1 = list((await connection.scalars(stmt)).all())
+    assert [c.id for c in two] == all_of_post_1[:2]
+    assert [c.id for c in next_two] == all_of_post_1[2:4]
+    assert len(also_two) <= 2
+    assert empty == []  # limit 0 reads nothing
+    assert scope.count == 2  # one statement per distinct page (2, 0) and (2, 2)
+    assert all("row_number() OVER (PARTITION BY" in sql for sql in scope.statements)
+    await loaders.aclose()
     await engine.dispose()
