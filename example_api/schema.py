@@ -15,7 +15,8 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from sqlalchemy import select
+from sqlalchemy import Table, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types import Info
 
@@ -200,35 +201,34 @@ async def _existing_user(info: Ctx, user_id: int, argument: str) -> models.User:
     return user  # type: ignore[no-any-return]  # an ORM row
 
 
-async def _tags_named(session: AsyncSession, names: Iterable[str]) -> list[models.Tag]:
-    """The tags of these names, created when missing."""
+async def _insert_new(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT ``rows``, skipping those a unique key already holds (a concurrent request's)."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    await session.execute(insert(table).on_conflict_do_nothing(), rows)
+
+
+async def _tags_named(session: AsyncSession, names: Iterable[str]) -> list[int]:
+    """The ids of the tags of these names, created when missing, by name."""
     wanted = sorted({name.strip().lower() for name in names})
     for name in wanted:
         if not name or len(name) > 50:
             raise UserInputError(f"tag names must have 1 to 50 characters, got {name!r}")
-    found = {
-        tag.name: tag
-        for tag in await session.scalars(select(models.Tag).where(models.Tag.name.in_(wanted)))
-    }
-    for name in wanted:
-        if name not in found:
-            found[name] = models.Tag(name=name)
-            session.add(found[name])
-    await session.flush()
-    return [found[name] for name in wanted]
+    if not wanted:
+        return []
+    tags = models.Tag.__table__
+    await _insert_new(session, tags, [{"name": name} for name in wanted])  # type: ignore[arg-type]
+    found = await session.execute(select(models.Tag.id).where(models.Tag.name.in_(wanted)))
+    return sorted(found.scalars())
 
 
-async def _link_tags(session: AsyncSession, post_id: int, tags: list[models.Tag]) -> list[int]:
-    """Attach ``tags`` to the post (skipping links that exist); return the tags' ids."""
-    existing = set(
-        await session.scalars(
-            select(models.post_tags.c.tag_id).where(models.post_tags.c.post_id == post_id)
-        )
-    )
-    new = [{"post_id": post_id, "tag_id": tag.id} for tag in tags if tag.id not in existing]
-    if new:
-        await session.execute(models.post_tags.insert(), new)
-    return [tag.id for tag in tags]
+async def _link_tags(session: AsyncSession, post_id: int, tag_ids: list[int]) -> list[int]:
+    """Attach the tags to the post (links that exist stay as they are); return their ids."""
+    links = [{"post_id": post_id, "tag_id": tag_id} for tag_id in tag_ids]
+    await _insert_new(session, models.post_tags, links)
+    return tag_ids
 
 
 def _check_text(value: str, argument: str, maximum: int) -> str:

@@ -239,6 +239,17 @@ def test_mutations_keep_the_request_caches_correct(server: Server) -> None:
     assert "fresh-tag" in [t["name"] for t in body["data"]["tagPost"]["tags"]]
 
 
+def test_concurrent_writes_of_one_new_tag_create_it_once(server: Server, database_url: str) -> None:
+    mutation = 'mutation($id: ID!) { tagPost(postId: $id, tag: "Race-Tag") { id } }'
+    posts = [str(6 + i % 4) for i in range(16)]  # four posts, each tagged four times at once
+    with ThreadPoolExecutor(8) as pool:
+        bodies = list(pool.map(lambda post: server.graphql(mutation, {"id": post}), posts))
+    assert all("errors" not in body for body in bodies), bodies
+    assert scalar(database_url, "SELECT count(*) FROM tags WHERE name = 'race-tag'") == 1
+    links = "SELECT count(*) FROM post_tags JOIN tags ON tags.id = tag_id WHERE name = 'race-tag'"
+    assert scalar(database_url, links) == 4
+
+
 def test_mutations_name_the_bad_argument(server: Server) -> None:
     body = server.graphql('mutation { addComment(postId: "abc", authorId: "1", body: "x") { id } }')
     assert _error(body) == "postId must be a positive integer id, got 'abc'"
