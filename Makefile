@@ -34,7 +34,7 @@ soak: $(STAMP)
 	$(BIN)/python -W error -m pytest -m soak -p no:cacheprovider
 
 bench: $(STAMP)
-	PYTHONASYNCIODEBUG=0 $(BIN)/python -m benchmarks
+	PYTHONASYNCIODEBUG= $(BIN)/python -m benchmarks
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

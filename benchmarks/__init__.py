@@ -8,5 +8,6 @@ a markdown table, to stdout, and can run on its own:
 ``python -m benchmarks.loader_overhead --quick``.
 
 Run benchmarks with asyncio's debug mode off (``PYTHONASYNCIODEBUG`` unset or
-0): debug mode adds bookkeeping to every callback and distorts timings.
+empty; any other value, "0" included, turns it on): debug mode adds bookkeeping
+to every callback and distorts timings.
 """

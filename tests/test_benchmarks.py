@@ -21,7 +21,7 @@ IMPLEMENTATIONS = ("floor", "gqlbatch", "aiodataloader", "strawberry")
 
 
 def run_benchmarks(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONASYNCIODEBUG": "0"}
+    env = {**os.environ, "PYTHONASYNCIODEBUG": ""}  # any non-empty value turns debug on
     return subprocess.run(
         [sys.executable, "-W", "error", "-m", "benchmarks", *args],
         cwd=ROOT,
