@@ -33,8 +33,10 @@ test: lint typecheck pytest
 soak: $(STAMP)
 	$(BIN)/python -W error -m pytest -m soak -p no:cacheprovider
 
+# Every benchmark, full size (about 10 minutes on 2 cores); writes docs/benchmarks.md and
+# docs/img/bench-*.png. PostgreSQL: a private database on GQLBATCH_PG_ADMIN_URL's server.
 bench: $(STAMP)
-	PYTHONASYNCIODEBUG= $(BIN)/python -m benchmarks
+	PYTHONASYNCIODEBUG= $(BIN)/python -m benchmarks --report docs/benchmarks.md
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

@@ -1,8 +1,11 @@
 """Batched vs naive: SQL statements and latency per request of the example API.
 
-Starts two real servers on the same seeded database: the normal one (every
-relation through gqlbatch loaders) and ``--naive`` (each relation field runs
-its own SELECT). For each page size it sends the four-level query
+On each backend (a temporary SQLite file, and a private PostgreSQL database
+created for the run and dropped after it unless ``GQLBATCH_BENCH_NO_POSTGRES=1``
+or ``--database-url`` names one database), starts two real servers on the
+same seeded database: the normal one (every relation through gqlbatch loaders)
+and ``--naive`` (each relation field runs its own SELECT). For each page size
+it sends the four-level query
 
     users(limit: N) { id name posts(limit: 5) { id title
         comments(limit: 5) { id author { id name } } tags { name } } }
@@ -11,7 +14,7 @@ to both, alternating which goes first in each round, and reports the median
 statements and latency of the rounds. ``make bench`` runs it; ``make test``
 runs only its ``--quick`` form (through ``tests/test_benchmarks.py``)::
 
-    python -m benchmarks.example_api_compare                # SQLite, 1000 users, ~3 minutes
+    python -m benchmarks.example_api_compare                # 1000 users, ~3 minutes a backend
     python -m benchmarks.example_api_compare --quick        # 100 users, seconds
     python -m benchmarks.example_api_compare --rounds 7 --page-sizes 10,100
     python -m benchmarks.example_api_compare --database-url postgresql://postgres@127.0.0.1/bench
@@ -22,67 +25,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from example_api import migrations
-from example_api.db import create_engine
-from example_api.seed import SeedPlan, seed
+from benchmarks._env import example_server, postgres_enabled, prepare_database, private_postgres
 from example_api.settings import normalize_database_url
-
-ROOT = Path(__file__).resolve().parent.parent
 
 QUERY = """{ users(limit: %d) { id name posts(limit: 5) { id title
   comments(limit: 5) { id author { id name } } tags { name } } } }"""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def _server(url: str, naive: bool, max_page: int, log_dir: Path) -> Iterator[str]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "PYTHONASYNCIODEBUG": "",  # empty: off (any non-empty value, even "0", turns it on)
-        "EXAMPLE_API_MAX_PAGE_SIZE": str(max_page),
-        "EXAMPLE_API_MAX_TOKENS": "100000",
-    }
-    command = [sys.executable, "-m", "example_api", "serve", "--debug", "--no-migrate"]
-    command += ["--port", str(port), "--log-level", "warning"] + (["--naive"] if naive else [])
-    log = log_dir / f"{'naive' if naive else 'batched'}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"server did not start:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(60)
 
 
 def _request(client: httpx.Client, base: str, page: int) -> tuple[int, float]:
@@ -98,41 +55,141 @@ def _request(client: httpx.Client, base: str, page: int) -> tuple[int, float]:
     return int(body["extensions"]["gqlbatch"]["sql_statements"]), elapsed
 
 
-async def _prepare(url: str, users: int, seed_value: int) -> None:
-    engine = create_engine(url)
-    try:
-        await migrations.downgrade(engine, "base")
-        await migrations.upgrade(engine)
-        await seed(engine, SeedPlan(users=users, seed=seed_value))
-    finally:
-        await engine.dispose()
+def _backend(url: str) -> str:
+    return "PostgreSQL" if url.startswith("postgresql") else "SQLite"
 
 
-def _report(results: list[dict[str, Any]], pages: list[int], url: str, users: int) -> str:
-    backend = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
+def _table(results: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| backend | page size | statements, batched | statements, naive "
+        "| latency ms, batched | latency ms, naive | naive / batched statements "
+        "| naive / batched latency |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for backend in dict.fromkeys(r["backend"] for r in results):
+        for page in dict.fromkeys(r["page_size"] for r in results if r["backend"] == backend):
+            b, n = (
+                next(
+                    r
+                    for r in results
+                    if r["backend"] == backend and r["page_size"] == page and r["mode"] == mode
+                )
+                for mode in ("batched", "naive")
+            )
+            lines.append(
+                f"| {backend} | {page:,} | {b['statements']:,.0f} | {n['statements']:,.0f} "
+                f"| {b['latency_ms']:,.1f} | {n['latency_ms']:,.1f} "
+                f"| {n['statements'] / b['statements']:,.0f}x | {n['latency_ratio']:.1f}x |"
+            )
+    return lines
+
+
+def _report(results: list[dict[str, Any]], users: int) -> str:
     rounds = results[0]["rounds"]
     lines = [
-        f"Example API, {backend}, {users} users; medians of {rounds} interleaved rounds; "
+        f"Example API, {users} users; medians of {rounds} interleaved rounds; "
         f"Python {sys.version.split()[0]}.",
         "",
-        "| page size | mode | SQL statements | latency ms |",
-        "|--:|---|--:|--:|",
+        *_table(results),
     ]
-    for row in results:
-        lines.append(
-            f"| {row['page_size']} | {row['mode']} | {row['statements']:.0f} | "
-            f"{row['latency_ms']:.1f} |"
-        )
-    lines += ["", "| page size | naive / batched statements | naive / batched latency |"]
-    lines.append("|--:|--:|--:|")
-    for page in pages:
-        b = next(r for r in results if r["page_size"] == page and r["mode"] == "batched")
-        n = next(r for r in results if r["page_size"] == page and r["mode"] == "naive")
-        lines.append(
-            f"| {page} | {n['statements'] / b['statements']:.0f}x | "
-            f"{n['latency_ms'] / b['latency_ms']:.1f}x |"
-        )
     return "\n".join(lines) + "\n"
+
+
+def chart(results: list[dict[str, Any]], path: Path) -> None:
+    """Statements (left) and latency (right) per request against page size, log-log."""
+    from benchmarks._env import pyplot, save
+
+    plt = pyplot()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles = {"batched": "-o", "naive": "--s"}
+    colors = {"SQLite": "#1f77b4", "PostgreSQL": "#2ca02c"}
+    for backend in dict.fromkeys(r["backend"] for r in results):
+        for mode, style in styles.items():
+            rows = [r for r in results if r["backend"] == backend and r["mode"] == mode]
+            pages = [r["page_size"] for r in rows]
+            label = f"{backend}, {mode}"
+            color = colors.get(backend)
+            left.plot(pages, [r["statements"] for r in rows], style, color=color, label=label)
+            right.plot(pages, [r["latency_ms"] for r in rows], style, color=color, label=label)
+    for axis, ylabel in (
+        (left, "SQL statements per request"),
+        (right, "latency per request, ms (median)"),
+    ):
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel("page size (users in the four-level query)")
+        axis.set_ylabel(ylabel)
+    left.legend()
+    figure.suptitle("Example API: batched (gqlbatch loaders) vs naive (a SELECT per field)")
+    save(figure, path)
+
+
+def render(data: dict[str, Any], img_dir: Path, img_link: str) -> str:
+    """The report page's section: method, chart, table."""
+    results = data["results"]
+    chart(results, img_dir / "bench-example-api.png")
+    lines = [
+        "## Example API: statements and latency per request, batched vs naive",
+        "",
+        "`benchmarks/example_api_compare.py`: on each backend, two real servers (uvicorn "
+        "subprocesses on loopback, one worker each, debug mode, which reports each request's SQL "
+        "statement count) "
+        f"share one database seeded with {data['users']:,} users: the example API as it is, "
+        "every relation read through gqlbatch loaders, and `--naive`, where each relation "
+        "resolver runs its own `SELECT` for its one parent. Each request is the four-level "
+        "query `users(limit: N) { posts(limit: 5) { comments(limit: 5) { author } tags } }`; "
+        "both servers answer it once to warm up, then in each of "
+        f"{data['rounds']} rounds both answer it, alternating which goes first. Figures are "
+        "medians; the latency ratio is the median of per-round ratios.",
+        "",
+        f"![Statements and latency per request]({img_link}bench-example-api.png)",
+        "",
+        *_table(results),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _run_backend(
+    url: str, users: int, seed_value: int, pages: list[int], rounds: int, log_dir: Path
+) -> list[dict[str, Any]]:
+    backend = _backend(url)
+    print(f"{backend}: seeding {users} users (seed {seed_value}) ...", file=sys.stderr, flush=True)
+    asyncio.run(prepare_database(url, users, seed_value))
+    results: list[dict[str, Any]] = []
+    env = {"EXAMPLE_API_MAX_PAGE_SIZE": str(max(pages)), "EXAMPLE_API_MAX_TOKENS": "100000"}
+    with (
+        example_server(url, log_dir / f"{backend}-batched.log", args=["--debug"], env=env) as b,
+        example_server(
+            url, log_dir / f"{backend}-naive.log", args=["--debug", "--naive"], env=env
+        ) as n,
+        httpx.Client(timeout=600) as client,
+    ):
+        servers = {"batched": b, "naive": n}
+        for page in pages:
+            samples: dict[str, list[tuple[int, float]]] = {"batched": [], "naive": []}
+            for base in servers.values():  # warm-up: imports, caches, pools
+                _request(client, base, page)
+            for round_ in range(rounds):
+                order = ["batched", "naive"] if round_ % 2 == 0 else ["naive", "batched"]
+                for mode in order:
+                    samples[mode].append(_request(client, servers[mode], page))
+            ratio = statistics.median(
+                nv[1] / bt[1] for bt, nv in zip(samples["batched"], samples["naive"], strict=True)
+            )
+            for mode, got in samples.items():
+                results.append(
+                    {
+                        "backend": backend,
+                        "page_size": page,
+                        "mode": mode,
+                        "statements": statistics.median(s for s, _ in got),
+                        "latency_ms": statistics.median(t for _, t in got) * 1000,
+                        "latency_ratio": ratio,
+                        "rounds": rounds,
+                    }
+                )
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,41 +213,23 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if max(pages) > users:
         parser.error(f"page size {max(pages)} needs at least as many users (--users {users})")
-    with tempfile.TemporaryDirectory() as tmp:
-        url = normalize_database_url(args.database_url or f"sqlite:///{tmp}/bench.db")
-        print(f"seeding {users} users (seed {args.seed}) ...", file=sys.stderr, flush=True)
-        asyncio.run(_prepare(url, users, args.seed))
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        if args.database_url:
+            urls = [normalize_database_url(args.database_url)]
+        else:
+            urls = [normalize_database_url(f"sqlite:///{tmp}/bench.db")]
+            if postgres_enabled():
+                urls.append(stack.enter_context(private_postgres("compare")))
         results: list[dict[str, Any]] = []
-        with (
-            _server(url, False, max(pages), Path(tmp)) as batched,
-            _server(url, True, max(pages), Path(tmp)) as naive,
-            httpx.Client(timeout=600) as client,
-        ):
-            servers = {"batched": batched, "naive": naive}
-            for page in pages:
-                samples: dict[str, list[tuple[int, float]]] = {"batched": [], "naive": []}
-                for base in servers.values():  # warm-up: imports, caches, pools
-                    _request(client, base, page)
-                for round_ in range(rounds):
-                    order = ["batched", "naive"] if round_ % 2 == 0 else ["naive", "batched"]
-                    for mode in order:
-                        samples[mode].append(_request(client, servers[mode], page))
-                for mode, got in samples.items():
-                    results.append(
-                        {
-                            "page_size": page,
-                            "mode": mode,
-                            "statements": statistics.median(s for s, _ in got),
-                            "latency_ms": statistics.median(t for _, t in got) * 1000,
-                            "rounds": rounds,
-                        }
-                    )
-    report = _report(results, pages, url, users)
+        for url in urls:
+            results += _run_backend(url, users, args.seed, pages, rounds, Path(tmp))
+    report = _report(results, users)
     print(report, end="")
     if args.out:
         args.out.write_text(report, encoding="utf-8")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        data = {"users": users, "rounds": rounds, "results": results}
+        args.json.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

@@ -48,6 +48,7 @@ import argparse
 import asyncio
 import gc
 import importlib.metadata
+import json
 import os
 import platform
 import statistics
@@ -404,16 +405,13 @@ def header(n: int, rounds: int, loop_name: str) -> list[str]:
     ]
 
 
-def _fmt_ratio(values: Sequence[float]) -> str:
-    return f"{statistics.median(values):.2f}" if values else "—"
+def _median_or_none(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
 
 
-def table(samples: dict[tuple[str, str], list[Sample]]) -> list[str]:
-    lines = [
-        "| workload | implementation | batches | µs/key | min-max | GC µs/key "
-        "| GC runs 0/1/2 | vs floor | vs faster peer |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
-    ]
+def summarize(samples: dict[tuple[str, str], list[Sample]]) -> list[dict[str, Any]]:
+    """One row per workload and implementation: medians, spread, GC and paired ratios."""
+    rows = []
     for title, _ in WORKLOADS:
         per_key = {
             impl.name: [s.seconds / s.keys * 1e6 for s in samples[(title, impl.name)]]
@@ -423,26 +421,136 @@ def table(samples: dict[tuple[str, str], list[Sample]]) -> list[str]:
         for impl in IMPLS:
             runs = samples[(title, impl.name)]
             times = per_key[impl.name]
-            gc_per_key = statistics.median(s.gc_seconds / s.keys * 1e6 for s in runs)
-            collections = "/".join(
-                f"{statistics.median(s.collections[g] for s in runs):g}" for g in range(3)
+            rows.append(
+                {
+                    "workload": title,
+                    "implementation": impl.name,
+                    "batches": None if impl.name == "floor" else sorted({s.batches for s in runs}),
+                    "us_per_key": statistics.median(times),
+                    "us_per_key_min": min(times),
+                    "us_per_key_max": max(times),
+                    "gc_us_per_key": statistics.median(s.gc_seconds / s.keys * 1e6 for s in runs),
+                    "gc_runs": [
+                        statistics.median(s.collections[g] for s in runs) for g in range(3)
+                    ],
+                    "vs_floor": _median_or_none(
+                        [t / f for t, f in zip(times, per_key["floor"], strict=True)]
+                    ),
+                    "vs_faster_peer": _median_or_none(
+                        [t / p for t, p in zip(times, per_key[faster], strict=True)]
+                    ),
+                    "faster_peer": faster,
+                }
             )
-            seen = sorted({s.batches for s in runs})
-            batches = (
-                "—"
-                if impl.name == "floor"
-                else ", ".join(" / ".join(f"{b:,}" for b in levels) for levels in seen)
-            )
-            to_floor = [t / f for t, f in zip(times, per_key["floor"], strict=True)]
-            to_peer = [t / p for t, p in zip(times, per_key[faster], strict=True)]
-            name = f"**{impl.name}**" if impl.name == "gqlbatch" else impl.name
-            peer_ratio = _fmt_ratio(to_peer) + (" (faster peer)" if impl.name == faster else "")
-            lines.append(
-                f"| {title} | {name} | {batches} | {statistics.median(times):.3f} "
-                f"| {min(times):.3f}-{max(times):.3f} | {gc_per_key:.3f} | {collections} "
-                f"| {_fmt_ratio(to_floor)} | {peer_ratio} |"
-            )
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    """The markdown table of :func:`summarize`'s rows."""
+    lines = [
+        "| workload | implementation | batches | µs/key | min-max | GC µs/key "
+        "| GC runs 0/1/2 | vs floor | vs faster peer |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for row in rows:
+        impl = row["implementation"]
+        batches = (
+            "—"
+            if row["batches"] is None
+            else ", ".join(" / ".join(f"{b:,}" for b in levels) for levels in row["batches"])
+        )
+        name = f"**{impl}**" if impl == "gqlbatch" else impl
+        peer_ratio = f"{row['vs_faster_peer']:.2f}" + (
+            " (faster peer)" if impl == row["faster_peer"] else ""
+        )
+        collections = "/".join(f"{n:g}" for n in row["gc_runs"])
+        lines.append(
+            f"| {row['workload']} | {name} | {batches} | {row['us_per_key']:.3f} "
+            f"| {row['us_per_key_min']:.3f}-{row['us_per_key_max']:.3f} "
+            f"| {row['gc_us_per_key']:.3f} | {collections} "
+            f"| {row['vs_floor']:.2f} | {peer_ratio} |"
+        )
     return lines
+
+
+COLORS = {
+    "floor": "#9e9e9e",
+    "gqlbatch": "#1f77b4",
+    "aiodataloader": "#ff7f0e",
+    "strawberry": "#d62728",
+}
+
+
+def chart(rows: list[dict[str, Any]], path: Path) -> None:
+    """Per-key time (left) and the GC part of it (right), per workload and implementation."""
+    from benchmarks._env import pyplot, save
+
+    plt = pyplot()
+    workloads = [title for title, _ in WORKLOADS]
+    names = [impl.name for impl in IMPLS]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8), sharey=True)
+    height = 0.8 / len(names)
+    for i, name in enumerate(names):
+        by_workload = {r["workload"]: r for r in rows if r["implementation"] == name}
+        ys = [w - 0.4 + height / 2 + i * height for w in range(len(workloads))]
+        for axis, measure in ((left, "us_per_key"), (right, "gc_us_per_key")):
+            axis.barh(
+                ys,
+                [by_workload[w][measure] for w in workloads],
+                height=height,
+                color=COLORS[name],
+                label=name,
+            )
+    left.set_yticks(range(len(workloads)), workloads)
+    left.invert_yaxis()
+    left.set_xlabel("µs per key (median; lower is better)")
+    right.set_xlabel("of which in the garbage collector, µs per key")
+    left.legend(loc="upper right")
+    figure.suptitle("Loader overhead per key")
+    save(figure, path)
+
+
+def render(data: dict[str, Any], img_dir: Path, img_link: str) -> str:
+    """The report page's section: method, chart, table (``img_link``: the chart's URL prefix)."""
+    meta = data["meta"]
+    chart(data["rows"], img_dir / "bench-loader-overhead.png")
+    rows = data["rows"]
+
+    def row(workload: str, impl: str) -> dict[str, Any]:
+        return next(r for r in rows if r["workload"] == workload and r["implementation"] == impl)
+
+    lines = [
+        "## Loader overhead per key",
+        "",
+        "`benchmarks/loader_overhead.py`: gqlbatch's `KeyedLoader` beside aiodataloader, "
+        "Strawberry's `DataLoader` and the asyncio floor (create a future, set it, await it), "
+        "on five workloads with trivial batch functions, so that only the loaders' own cost "
+        "is measured. Its module docstring describes each workload.",
+        "",
+        f"{meta['keys']:,} keys per workload; {meta['rounds']} interleaved rounds after "
+        f"{meta['warmup']} warm-up, the order of the implementations rotated each round; "
+        f"event loop: {meta['loop']}. µs/key: median (min-max) over rounds. GC: time spent in "
+        "collections during the run, per key, and collections per run (generations 0/1/2). "
+        "Ratios are medians of per-round ratios (paired runs); batches: per level "
+        "(parents / children).",
+        "",
+        f"![Loader overhead per key]({img_link}bench-loader-overhead.png)",
+        "",
+        *table(rows),
+        "",
+        "In this run, per key:",
+        "",
+    ]
+    for title, _ in WORKLOADS:
+        ours = row(title, "gqlbatch")
+        faster = row(title, ours["faster_peer"])
+        lines.append(
+            f"- {title}: gqlbatch {ours['us_per_key']:.2f} µs "
+            f"({ours['gc_us_per_key']:.2f} in GC), the faster peer ({faster['implementation']}) "
+            f"{faster['us_per_key']:.2f} µs ({faster['gc_us_per_key']:.2f} in GC): "
+            f"ratio {ours['vs_faster_peer']:.2f}."
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -456,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument("--out", type=Path, help="also write the markdown report to this file")
     parser.add_argument("--progress", action="store_true", help="report rounds on stderr")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON (for the page)")
     args = parser.parse_args(argv)
     n = args.keys or (QUICK_KEYS if args.quick else FULL_KEYS)
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else FULL_ROUNDS)
@@ -472,13 +581,18 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with asyncio.Runner(debug=False, loop_factory=loop_factory) as runner:
         samples = runner.run(run_rounds(n, rounds, args.progress))
-    lines = header(n, rounds, args.loop) + table(samples)
+    rows = summarize(samples)
+    lines = header(n, rounds, args.loop) + table(rows)
     lines += ["", f"Total run time {time.perf_counter() - started:.0f} s.", ""]
     report = "\n".join(lines)
     print(report, flush=True)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(report, encoding="utf-8")
+    if args.json is not None:
+        meta = {"keys": n, "rounds": rounds, "warmup": WARMUP_ROUNDS, "loop": args.loop}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1), encoding="utf-8")
     return 0
 
 

@@ -5,6 +5,12 @@ read once per process. ``create_app`` is what uvicorn imports in each worker
 (``uvicorn --factory example_api.app:create_app``); ``python -m example_api
 serve`` does exactly that.
 
+Tracing: with ``EXAMPLE_API_OTEL=1`` (and the ``otel`` extra installed) each
+GraphQL operation gets an OpenTelemetry span from Strawberry's
+``OpenTelemetryExtension``, and each loader batch a ``gqlbatch`` span under
+the resolver that caused it (``gqlbatch.otel``). Spans go to the global
+tracer provider unless ``create_app`` is given one.
+
 Lifecycle: on start the server applies ``alembic upgrade head`` (unless
 ``EXAMPLE_API_MIGRATE=0``) and opens the view queue. On SIGTERM or SIGINT
 uvicorn stops accepting connections and lets requests in flight finish; then
@@ -14,11 +20,13 @@ the view queue writes every accepted view and the database pool is closed.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import strawberry
 from graphql import GraphQLError
@@ -45,19 +53,53 @@ from example_api.db import create_engine, create_sessionmaker
 from example_api.extensions import PublicErrors, RequestStats, is_public
 from example_api.loaders import Loaders
 from example_api.metrics import Metrics
-from example_api.settings import Settings
+from example_api.settings import Settings, SettingsError
 from example_api.views import ViewCounter
 from gqlbatch import add_observer, remove_observer
 from gqlbatch.sqlalchemy import PerBatchSessions, StatementCounter
 from gqlbatch.strawberry import GraphQL, LoaderExtension
 
-__all__ = ["AppState", "build_schema", "create_app"]
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
+__all__ = ["OTEL_ENV", "AppState", "build_schema", "create_app", "tracing_from_env"]
 
 log = logging.getLogger("example_api")
 
+OTEL_ENV = "EXAMPLE_API_OTEL"
+"""Environment variable that turns OpenTelemetry tracing on (``1``) or off (``0``, default)."""
 
-def build_schema(settings: Settings) -> strawberry.Schema:
-    """The schema with the hardening of ``settings``: limits always, masking in production."""
+
+def tracing_from_env(env: Any = None) -> bool:
+    """Whether ``EXAMPLE_API_OTEL`` asks for tracing; a value other than 1/0 raises."""
+    raw = (os.environ if env is None else env).get(OTEL_ENV, "").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{OTEL_ENV} must be one of 1/0, true/false, yes/no, on/off, got {raw!r}")
+
+
+def _require_opentelemetry() -> None:
+    """Fail at start-up, naming the extra, when tracing is asked for without OpenTelemetry."""
+    try:
+        import opentelemetry.trace  # noqa: F401
+    except ImportError:
+        raise SettingsError(
+            f"{OTEL_ENV}=1 needs OpenTelemetry: pip install 'gqlbatch[otel]' "
+            "(and an SDK with an exporter to send the spans somewhere)"
+        ) from None
+
+
+def build_schema(
+    settings: Settings, *, tracing: bool = False, tracer_provider: TracerProvider | None = None
+) -> strawberry.Schema:
+    """The schema with the hardening of ``settings``: limits always, masking in production.
+
+    With ``tracing``, Strawberry's ``OpenTelemetryExtension`` comes first, so
+    the operation's span encloses everything else the request does; its spans
+    go to ``tracer_provider`` (default: the global one).
+    """
     query: type
     mutation: type | None
     if settings.naive:  # reads only: the comparison needs no writes
@@ -68,7 +110,16 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         from example_api.schema import Mutation as mutation
         from example_api.schema import Query as query
 
-    extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
+    extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = []
+    if tracing:
+        from strawberry.extensions.tracing import OpenTelemetryExtension
+
+        extensions.append(
+            OpenTelemetryExtension
+            if tracer_provider is None
+            else partial(OpenTelemetryExtension, tracer_provider=tracer_provider)
+        )
+    extensions += [
         partial(MaxTokensLimiter, max_token_count=settings.max_tokens),
         partial(QueryDepthLimiter, max_depth=settings.max_depth),
         partial(MaxAliasesLimiter, max_alias_count=settings.max_aliases),
@@ -142,9 +193,23 @@ class MetricsMiddleware:
             self.metrics.observe_request(scope["method"], scope["path"], status, seconds)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """The whole server for ``settings`` (default: read from the environment)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    tracing: bool | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> Starlette:
+    """The whole server for ``settings`` (default: read from the environment).
+
+    ``tracing`` (default: ``EXAMPLE_API_OTEL``) adds OpenTelemetry spans for
+    each operation, resolver and loader batch, sent to ``tracer_provider``
+    (default: OpenTelemetry's global provider). It needs the ``otel`` extra.
+    """
     settings = settings or Settings.from_env()
+    if tracing is None:
+        tracing = tracing_from_env()
+    if tracing:
+        _require_opentelemetry()
     engine = create_engine(settings.database_url)
     statements = StatementCounter(engine)
     state = AppState(
@@ -161,16 +226,33 @@ def create_app(settings: Settings | None = None) -> Starlette:
             max_queue_size=settings.view_queue_size,
             flush_ms=settings.view_flush_ms,
         )
-        add_observer(state.metrics)  # loader batch sizes for /metrics
+        add_observer(state.metrics)  # loader batch sizes, waits, outcomes for /metrics
+        if tracing:
+            from gqlbatch import otel
+
+            otel.instrument(
+                tracer_provider.get_tracer("gqlbatch") if tracer_provider is not None else None
+            )
         mode = "debug" if settings.debug else "production"
         naive = ", NAIVE per-field queries" if settings.naive else ""
-        log.info("example_api ready (%s%s) on %s", mode, naive, settings.redacted_database_url)
+        traced = ", OpenTelemetry tracing" if tracing else ""
+        log.info(
+            "example_api ready (%s%s%s) on %s",
+            mode,
+            naive,
+            traced,
+            settings.redacted_database_url,
+        )
         try:
             yield
         finally:
             log.info("example_api stopping: writing %d pending views", state.views.pending)
             await state.views.aclose()
             remove_observer(state.metrics)
+            if tracing:
+                from gqlbatch import otel
+
+                otel.uninstrument()
             statements.close()
             await engine.dispose()
             log.info("example_api stopped")
@@ -190,7 +272,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
 
     graphql: GraphQL[Loaders] = GraphQL(
-        build_schema(settings),
+        build_schema(settings, tracing=tracing, tracer_provider=tracer_provider),
         registry=Loaders,
         sessions=PerBatchSessions(state.sessions),
         statements=statements,

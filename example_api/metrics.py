@@ -20,6 +20,10 @@ __all__ = ["Histogram", "Metrics"]
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STATEMENT_BUCKETS = (0, 1, 2, 3, 4, 5, 10, 25, 50, 100, 250, 1000)
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
+WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+OUTCOMES = ("ok", "partial", "error")
+"""A batch call's outcome, as ``gqlbatch.otel`` names it: all keys answered, some
+keys failed (per-key exceptions), or the call raised (timed out, was cancelled)."""
 KNOWN_PATHS = frozenset({"/graphql", "/healthz", "/metrics"})
 
 Labels = tuple[tuple[str, str], ...]
@@ -71,6 +75,15 @@ class Histogram:
             yield f"{name}_count{_labels(labels)} {running}"
 
 
+def _loader_label(info: BatchInfo) -> str:
+    """A batch call's ``loader`` label: the loader's name, or its kind when unnamed."""
+    return info.loader or info.kind
+
+
+def _add(counter: dict[Labels, int], labels: Labels, n: int = 1) -> None:
+    counter[labels] = counter.get(labels, 0) + n
+
+
 class Metrics:
     """Counters and histograms of one server process; :meth:`render` is ``/metrics``."""
 
@@ -79,6 +92,11 @@ class Metrics:
         self.latency = Histogram(LATENCY_BUCKETS)
         self.sql_statements = Histogram(STATEMENT_BUCKETS)
         self.batch_sizes = Histogram(BATCH_BUCKETS)
+        self.batch_waits = Histogram(WAIT_BUCKETS)
+        self.batch_attempts: dict[Labels, int] = {}
+        self.batch_retries: dict[Labels, int] = {}
+        self.batch_outcomes: dict[Labels, int] = {}
+        self.batch_failed_keys: dict[Labels, int] = {}
         self.loader_loads: dict[Labels, int] = {}
         self.loader_cache_hits: dict[Labels, int] = {}
         self.graphql_errors = 0
@@ -115,13 +133,24 @@ class Metrics:
         self.batch_sizes.observe(size, (("loader", loader),))
 
     def batch_started(self, info: BatchInfo) -> None:
-        """gqlbatch observer hook: every batch call of every loader and queue."""
-        self.observe_batch(info.loader or info.kind, info.size)
+        """gqlbatch observer hook: size, wait and attempt of every batch call."""
+        loader = _loader_label(info)
+        labels = (("loader", loader),)
+        self.observe_batch(loader, info.size)
+        self.batch_waits.observe(info.waited_ms / 1000, labels)
+        _add(self.batch_attempts, labels)
+        if info.attempt > 1:
+            _add(self.batch_retries, labels)
 
     def batch_finished(
         self, token: Any, info: BatchInfo, error: BaseException | None, failed_keys: int
     ) -> None:
-        """gqlbatch observer hook: nothing more to record."""
+        """gqlbatch observer hook: the call's outcome and its failed keys."""
+        loader = _loader_label(info)
+        outcome = "error" if error is not None else "partial" if failed_keys else "ok"
+        _add(self.batch_outcomes, (("loader", loader), ("outcome", outcome)))
+        if failed_keys:
+            _add(self.batch_failed_keys, (("loader", loader),), failed_keys)
 
     def render(self) -> str:
         """The Prometheus text format of every metric."""
@@ -144,6 +173,38 @@ class Metrics:
         out.extend(self.sql_statements.render("example_api_sql_statements_per_request"))
         family("example_api_loader_batch_size", "histogram", "Keys per call of a loader's fetcher.")
         out.extend(self.batch_sizes.render("example_api_loader_batch_size"))
+        family(
+            "example_api_loader_batch_wait_seconds",
+            "histogram",
+            "Time from a batch's first key to the call of its fetcher (retry backoff included).",
+        )
+        out.extend(self.batch_waits.render("example_api_loader_batch_wait_seconds"))
+        counters = (
+            (
+                "example_api_loader_batch_attempts_total",
+                "Calls of a loader's fetcher, retries included.",
+                self.batch_attempts,
+            ),
+            (
+                "example_api_loader_batch_retries_total",
+                "Calls of a loader's fetcher that retried a failed call.",
+                self.batch_retries,
+            ),
+            (
+                "example_api_loader_batch_outcomes_total",
+                "Ended fetcher calls by outcome: ok, partial (some keys failed), error.",
+                self.batch_outcomes,
+            ),
+            (
+                "example_api_loader_batch_failed_keys_total",
+                "Keys a fetcher call answered with an exception.",
+                self.batch_failed_keys,
+            ),
+        )
+        for name, help_text, values in counters:
+            family(name, "counter", help_text)
+            for labels, n in sorted(values.items()):
+                out.append(f"{name}{_labels(labels)} {n}")
         family("example_api_loader_loads_total", "counter", "Loads asked of each loader.")
         for labels, n in sorted(self.loader_loads.items()):
             out.append(f"example_api_loader_loads_total{_labels(labels)} {n}")

@@ -1,0 +1,271 @@
+"""What the benchmarks share: the machine and versions, servers, a private PostgreSQL database.
+
+Not a benchmark (its name starts with ``_``). Every wait here is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import importlib.metadata
+import os
+import platform
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PG_ADMIN_URL = os.environ.get(
+    "GQLBATCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+"""Maintenance database of the PostgreSQL server the benchmarks create their databases on."""
+
+NO_POSTGRES_ENV = "GQLBATCH_BENCH_NO_POSTGRES"
+"""Set to 1 to run the database benchmarks on SQLite only (no PostgreSQL server here)."""
+
+SERVER_READY_SECONDS = 60
+SERVER_STOP_SECONDS = 60
+
+PACKAGES = (
+    "gqlbatch",
+    "strawberry-graphql",
+    "graphql-core",
+    "aiodataloader",
+    "sqlalchemy",
+    "aiosqlite",
+    "asyncpg",
+    "uvicorn",
+    "starlette",
+    "httpx",
+    "matplotlib",
+)
+
+
+def postgres_enabled() -> bool:
+    """False when ``GQLBATCH_BENCH_NO_POSTGRES`` asks for SQLite only."""
+    return os.environ.get(NO_POSTGRES_ENV, "").strip() not in ("1", "true", "yes", "on")
+
+
+# -- machine and versions --------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def memory_gib() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 2**20:.0f} GiB"
+    except (OSError, ValueError):
+        pass
+    return "unknown"
+
+
+def version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def git_revision() -> str:
+    """Short commit of the checkout, marked when ``gqlbatch/`` has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+            cwd=ROOT,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "gqlbatch", "example_api"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=ROOT,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + (" (modified)" if dirty else "")
+
+
+def postgres_version() -> str:
+    """The PostgreSQL server's version, or why it is not known."""
+    if not postgres_enabled():
+        return f"not used ({NO_POSTGRES_ENV}=1)"
+
+    async def ask() -> str:
+        import asyncpg
+
+        conn = await asyncpg.connect(PG_ADMIN_URL, timeout=10)
+        try:
+            return str(await conn.fetchval("SHOW server_version"))
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(ask())
+    except (OSError, ImportError) as exc:
+        return f"not reachable ({type(exc).__name__})"
+
+
+def machine() -> dict[str, Any]:
+    """The machine, the interpreter and every version a reader needs to compare runs."""
+    cores = os.cpu_count() or 0
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    try:
+        load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        load = "unknown"
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_model(),
+        "cores": cores,
+        "usable_cores": usable,
+        "memory": memory_gib(),
+        "os": f"{platform.system()} {platform.release()}",
+        "load": load,
+        "python": f"{platform.python_version()} ({platform.python_implementation()})",
+        "git": git_revision(),
+        "versions": {package: version(package) for package in PACKAGES},
+        "sqlite": sqlite3.sqlite_version,
+        "postgresql": postgres_version(),
+    }
+
+
+# -- a private PostgreSQL database -------------------------------------------------------
+
+
+async def _admin(statement: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_URL, timeout=10)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def private_postgres(purpose: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for this run only (asyncpg URL), dropped afterwards."""
+    name = f"gqlbatch_bench_{purpose}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        base = PG_ADMIN_URL.rsplit("/", 1)[0]
+        yield f"{base.replace('postgresql://', 'postgresql+asyncpg://', 1)}/{name}"
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+# -- the example API as a real server ------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def example_server(
+    url: str,
+    log: Path,
+    *,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """``python -m example_api serve`` on a free loopback port; yields its base URL.
+
+    asyncio's debug mode is off in the server (it distorts timings); the
+    database must be migrated already. The server gets SIGTERM at the end.
+    """
+    import httpx
+
+    port = free_port()
+    environment = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "PYTHONASYNCIODEBUG": "",  # empty: off (any non-empty value, even "0", turns it on)
+        **(env or {}),
+    }
+    command = [sys.executable, "-m", "example_api", "serve", "--no-migrate"]
+    command += ["--port", str(port), "--log-level", "warning", *args]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=out, stderr=out)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_READY_SECONDS
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"server did not start:\n{log.read_text(errors='replace')}")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(SERVER_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(SERVER_STOP_SECONDS)
+
+
+async def prepare_database(url: str, users: int, seed_value: int = 1) -> None:
+    """Migrate ``url`` from scratch and seed ``users`` users."""
+    from example_api import migrations
+    from example_api.db import create_engine
+    from example_api.seed import SeedPlan, seed
+
+    engine = create_engine(url)
+    try:
+        await migrations.downgrade(engine, "base")
+        await migrations.upgrade(engine)
+        await seed(engine, SeedPlan(users=users, seed=seed_value))
+    finally:
+        await engine.dispose()
+
+
+# -- charts ------------------------------------------------------------------------------
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend (the ``bench`` extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.dpi": 100, "font.size": 9, "axes.grid": True})
+    return plt
+
+
+def save(figure: Any, path: Path) -> None:
+    """Write ``figure`` as a PNG without a timestamp, so an unchanged chart is the same file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, format="png", metadata={"Software": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
