@@ -50,28 +50,34 @@ class _Position:
     """A waiter standing for position ``index`` of a ``load_many`` result.
 
     Answering it costs no event-loop callback: only the list as a whole is a
-    future, completed when its last position is answered.
+    future, completed when its last position is answered. Later positions of
+    the same key in the same call (``more``) share it, so a key is routed once
+    per ``load_many`` whatever happens to the batch meanwhile.
     """
 
-    __slots__ = ("gather", "index")
+    __slots__ = ("gather", "index", "more")
 
     def __init__(self, gather: _Gather, index: int) -> None:
         self.gather = gather
         self.index = index
+        self.more: list[int] | None = None
 
     def done(self) -> bool:
         gather = self.gather
         return gather.results[self.index] is not _UNSET or gather.outer.done()
 
     def set_result(self, value: Any) -> None:
-        self.gather.put(self.index, value)
+        gather = self.gather
+        gather.put(self.index, value)
+        if self.more:
+            for index in self.more:
+                gather.put(index, value)
 
     def set_exception(self, error: BaseException) -> None:
-        gather = self.gather
-        if gather.return_exceptions:
-            gather.put(self.index, error)
+        if self.gather.return_exceptions:
+            self.set_result(error)
         else:
-            gather.outer.set_exception(error)
+            self.gather.outer.set_exception(error)
 
 
 class KeyedLoader(Engine, Generic[K, V]):
@@ -331,14 +337,15 @@ class KeyedLoader(Engine, Generic[K, V]):
             for key in keys:
                 if not isinstance(key, key_type):
                     raise self._wrong_type(key)
+        self._loads += len(keys)
         try:
             if self._queued + len(keys) > self._max_queue:
                 self._check_room(keys, cks)
         except TypeError:
             raise self._unhashable_among(keys, cks) from None
-        self._loads += len(keys)
         cache = self._cache
         stored = self._stored
+        routed: dict[Hashable, _Position] = {}
         for index, (key, ck) in enumerate(zip(keys, cks, strict=True)):
             try:
                 hit = cache.get(ck)
@@ -351,7 +358,14 @@ class KeyedLoader(Engine, Generic[K, V]):
                 continue
             entry = stored.get(ck) if stored else None
             if entry is None:
-                self._route(ck, key, _Position(gather, index))
+                position = routed.get(ck)
+                if position is None:
+                    position = routed[ck] = _Position(gather, index)
+                    self._route(ck, key, position)
+                elif position.more is None:
+                    position.more = [index]
+                else:
+                    position.more.append(index)
                 continue
             self._cache_hits += 1
             if entry is MISS:

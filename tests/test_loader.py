@@ -879,3 +879,10 @@ async def test_on_a_busy_loop_a_few_quiet_iterations_end_the_batch() -> None:
     assert await asyncio.gather(first, late) == [10, 20]
     await spinner
     assert fetch.calls == [[1], [2]]
+
+
+async def test_load_many_fetches_a_repeated_key_once_even_across_a_split() -> None:
+    fetch = Recorder()
+    loader = KeyedLoader(fetch, cache=False, max_batch_size=2)
+    assert await loader.load_many([1, 2, 1, 3, 2]) == [10, 20, 10, 30, 20]
+    assert fetch.calls == [[1, 2], [3]]

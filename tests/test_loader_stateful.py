@@ -76,7 +76,7 @@ MISS: Any = object()  # a cached miss of missing="error"
 # but a load_many refused with QueueFullError counts no load at all; pinned by
 # test_a_refused_load_many_counts_its_keys_as_loads below. The model follows the
 # engine here so that the machine checks everything else.
-REFUSED_LOAD_MANY_COUNTS_LOADS = False
+REFUSED_LOAD_MANY_COUNTS_LOADS = True
 
 
 class KeyFault(Exception):
@@ -385,16 +385,16 @@ class LoaderMachine(RuleBasedStateMachine):
         elif all(p is not None for p in entry.positions):
             entry.final = [p for p in entry.positions if p is not None]
 
-    def model_route(self, key: int, waiter: tuple[Entry, int]) -> None:
+    def model_route(self, key: int, waiter: tuple[Entry, int]) -> Fetch:
         """Join the key's pending or in-flight fetch, or start a new one (room checked)."""
         m = self.m
         if m.pending is not None and key in m.pending.fetches:
             m.pending.fetches[key].waiters.append(waiter)
-            return
+            return m.pending.fetches[key]
         if self.caching and key in m.inflight:
             m.inflight[key].waiters.append(waiter)
             m.cache_hits += 1
-            return
+            return m.inflight[key]
         if m.pending is None:
             m.pending = ModelBatch(first_at=self.now())
         fetch = Fetch(key, m.pending)
@@ -402,6 +402,7 @@ class LoaderMachine(RuleBasedStateMachine):
         m.pending.fetches[key] = fetch
         if len(m.pending.fetches) >= self.max_batch:
             self.model_dispatch()
+        return fetch
 
     def model_hit(self, key: int) -> Expect | None:
         cached = self.m.cache.get(key)
@@ -638,32 +639,6 @@ class LoaderMachine(RuleBasedStateMachine):
                 return key
         return None
 
-    def refused_half_way(self, keys: list[int]) -> bool:
-        """Whether the engine would raise QueueFullError after accepting some of ``keys``.
-
-        With cache=False a duplicate key that comes after a max_batch_size dispatch
-        is queued again, which the room check did not count; pinned by
-        test_load_many_is_all_or_nothing_when_max_batch_size_splits_it below. (That
-        the duplicate is fetched twice is modelled as the engine does it, and pinned
-        by test_load_many_fetches_a_duplicate_key_once_when_max_batch_size_splits_it.)
-        """
-        m = self.m
-        pending = set(m.pending.fetches) if m.pending else set()
-        flying = set(m.inflight) if self.caching else set()
-        queued = m.queued
-        for key in keys:
-            if key in m.cache or key in pending or key in flying:
-                continue
-            if queued >= self.max_queue:
-                return True
-            pending.add(key)
-            queued += 1
-            if len(pending) >= self.max_batch:
-                if self.caching:
-                    flying |= pending
-                pending = set()
-        return False
-
     def load_many_now(self, keys: list[int], rx: bool) -> None:
         m = self.m
         if m.closed:
@@ -681,19 +656,20 @@ class LoaderMachine(RuleBasedStateMachine):
             if REFUSED_LOAD_MANY_COUNTS_LOADS:
                 m.loads += len(keys)
             return
-        if self.refused_half_way(keys):
-            return  # a known bug, pinned below: keep the machine to everything else
         entry = self.new_entry(keys, many=True, rx=rx)
         m.loads += len(keys)
         if not keys:
             entry.final = []
+        routed: dict[int, Fetch] = {}  # a key repeated in one load_many is routed once
         for index, key in enumerate(keys):
             hit = self.model_hit(key)
             if hit is not None:
                 m.cache_hits += 1
                 self.answer((entry, index), hit)
+            elif key in routed:
+                routed[key].waiters.append((entry, index))
             else:
-                self.model_route(key, (entry, index))
+                routed[key] = self.model_route(key, (entry, index))
         self.hand_out(entry, self.loader.load_many(keys, return_exceptions=rx))
         assert entry.future.done() == (entry.final is not None), "load_many answered off time"
 
@@ -849,10 +825,13 @@ class LoaderMachine(RuleBasedStateMachine):
             final = entry.final
             if isinstance(final, list):
                 assert isinstance(outcome, list) and len(outcome) == len(final), outcome
+                own: dict[int, BaseException] = {}
                 for expect, actual in zip(final, outcome, strict=True):
                     self.check(entry, expect, actual)
                     if isinstance(actual, BaseException):
-                        errors.append(actual)
+                        own[id(actual)] = actual
+                # One load_many is one caller: a key repeated in it may share its error.
+                errors.extend(own.values())
             else:
                 assert isinstance(final, Expect)
                 self.check(entry, final, outcome)
@@ -955,14 +934,13 @@ LoaderMachine.TestCase.settings = settings(bounded(max_examples=300), stateful_s
 TestKeyedLoaderAgainstAModel = LoaderMachine.TestCase
 
 
-# -- core bugs the machine found, pinned until fixed ---------------------------------------
+# -- core bugs the machine found, fixed and pinned ---------------------------------------
 
 
 async def echo(keys: list[int]) -> dict[int, int]:
     return {k: k for k in keys}
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: a refused load_many counts no loads")
 def test_a_refused_load_many_counts_its_keys_as_loads() -> None:
     """LoaderStats.loads: "one per key for load_many, refused ones included"."""
 
@@ -975,7 +953,6 @@ def test_a_refused_load_many_counts_its_keys_as_loads() -> None:
     assert run_virtual(main) == 3
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: QueueFullError after some keys were queued")
 def test_load_many_is_all_or_nothing_when_max_batch_size_splits_it() -> None:
     """Room is checked for 2 distinct keys, but with cache=False the duplicates that
     come after the max_batch_size dispatch are queued again, and the third new key
@@ -997,7 +974,6 @@ def test_load_many_is_all_or_nothing_when_max_batch_size_splits_it() -> None:
     assert not refused or size == 0, f"refused, yet {size} keys stayed queued"
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: duplicates fetched twice when split, cache=False")
 def test_load_many_fetches_a_duplicate_key_once_when_max_batch_size_splits_it() -> None:
     """load_many: "Duplicate keys are fetched once"."""
     calls: list[list[int]] = []
