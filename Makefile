@@ -30,8 +30,10 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# The soak that `make test` runs for 20 s, for GQLBATCH_SOAK_SECONDS (default 300).
+GQLBATCH_SOAK_SECONDS ?= 300
 soak: $(STAMP)
-	$(BIN)/python -W error -m pytest -m soak -p no:cacheprovider
+	GQLBATCH_SOAK_SECONDS=$(GQLBATCH_SOAK_SECONDS) $(BIN)/python -W error -m pytest -m soak -p no:cacheprovider -s
 
 # Every benchmark, full size (about 10 minutes on 2 cores); writes docs/benchmarks.md and
 # docs/img/bench-*.png. PostgreSQL: a private database on GQLBATCH_PG_ADMIN_URL's server.

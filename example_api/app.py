@@ -210,7 +210,7 @@ def create_app(
         tracing = tracing_from_env()
     if tracing:
         _require_opentelemetry()
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, options=settings.database)
     statements = StatementCounter(engine)
     state = AppState(
         settings=settings, engine=engine, sessions=create_sessionmaker(engine), metrics=Metrics()

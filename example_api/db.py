@@ -9,6 +9,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from example_api.settings import DatabaseOptions
+
 __all__ = ["create_engine", "create_sessionmaker", "prepare_sqlite_path"]
 
 
@@ -28,14 +30,35 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An async engine for ``url``: SQLite through aiosqlite or PostgreSQL through asyncpg."""
+def create_engine(url: str, *, options: DatabaseOptions | None = None) -> AsyncEngine:
+    """An async engine for ``url``: SQLite through aiosqlite or PostgreSQL through asyncpg.
+
+    ``options`` (default: read from the environment, see
+    :class:`~example_api.settings.DatabaseOptions`) size the PostgreSQL pool and
+    bound every wait on the database: for a free connection (``pool_timeout_ms``),
+    for a new connection (``connect_timeout_ms``) and for a statement's answer
+    (``statement_timeout_ms``, asyncpg's ``command_timeout``, which holds even
+    when the server or the network stops answering). Each of those fails with
+    an error the loaders retry (``DB_RETRY``), so a sick database makes requests
+    fail, never hang. A connection found dead is replaced (``pool_pre_ping``).
+    """
+    options = options or DatabaseOptions.from_env()
     prepare_sqlite_path(url)
     if make_url(url).get_backend_name() == "sqlite":
         engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    connect_args: dict[str, Any] = {"timeout": options.connect_timeout_ms / 1000}
+    if options.statement_timeout_ms:
+        connect_args["command_timeout"] = options.statement_timeout_ms / 1000
+    return create_async_engine(
+        url,
+        pool_size=options.pool_size,
+        max_overflow=options.pool_overflow,
+        pool_timeout=options.pool_timeout_ms / 1000,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+    )
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:

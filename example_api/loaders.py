@@ -17,6 +17,13 @@ the paged loaders take ``(parent id, limit, offset)`` keys (:class:`Paged`):
 the keys of one batch are grouped by page, one statement per distinct page.
 In a query every parent at one level asks for the same page, so that is one
 statement per level.
+
+Every loader retries transient database errors (``DB_RETRY``: a lost
+connection, a pool or statement timeout) and gives each attempt of a batch
+``EXAMPLE_API_BATCH_TIMEOUT_MS`` at most (read once, when this module is
+imported in a worker process; see :class:`~example_api.settings.DatabaseOptions`).
+A batch that still fails reaches each of its callers as a ``BatchError``,
+which production mode masks as "Internal server error.".
 """
 
 from __future__ import annotations
@@ -29,10 +36,20 @@ from typing import Any
 from sqlalchemy.orm import QueryableAttribute
 
 from example_api.models import Post, Tag, User
+from example_api.settings import DatabaseOptions
 from gqlbatch.sqlalchemy import DB_RETRY, ManyFetcher, by_column, by_relationship
 from gqlbatch.strawberry import LoaderRegistry, loader
 
-__all__ = ["Loaders", "PageKey", "Paged"]
+__all__ = ["BATCH_TIMEOUT_MS", "Loaders", "PageKey", "Paged"]
+
+BATCH_TIMEOUT_MS: float | None = DatabaseOptions.from_env().batch_timeout_ms or None
+"""One attempt of a loader's batch at most (None: no limit); ``EXAMPLE_API_BATCH_TIMEOUT_MS``."""
+
+_DB_OPTIONS: dict[str, Any] = {
+    "error_mode": "retry",
+    "retry": DB_RETRY,
+    "batch_timeout_ms": BATCH_TIMEOUT_MS,
+}
 
 PageKey = tuple[int, int, int]
 """``(parent id, limit, offset)``: the key of a paged loader."""
@@ -101,15 +118,15 @@ class Loaders(LoaderRegistry):
     fetcher that is not itself callable, hence the ``call-overload`` ignores.)
     """
 
-    user = loader(by_column(User.id), error_mode="retry", retry=DB_RETRY)
+    user = loader(by_column(User.id), **_DB_OPTIONS)
     """Users by id."""
-    post = loader(by_column(Post.id), error_mode="retry", retry=DB_RETRY)
+    post = loader(by_column(Post.id), **_DB_OPTIONS)
     """Posts by id."""
-    posts_of_user = loader(Paged(User.posts), error_mode="retry", retry=DB_RETRY)  # type: ignore[call-overload]
+    posts_of_user = loader(Paged(User.posts), **_DB_OPTIONS)  # type: ignore[call-overload]
     """A user's posts, oldest first, by ``(user id, limit, offset)``."""
-    comments_of_post = loader(Paged(Post.comments), error_mode="retry", retry=DB_RETRY)  # type: ignore[call-overload]
+    comments_of_post = loader(Paged(Post.comments), **_DB_OPTIONS)  # type: ignore[call-overload]
     """A post's comments, oldest first, by ``(post id, limit, offset)``."""
-    tags_of_post = loader(Paged(Post.tags), error_mode="retry", retry=DB_RETRY)  # type: ignore[call-overload]
+    tags_of_post = loader(Paged(Post.tags), **_DB_OPTIONS)  # type: ignore[call-overload]
     """A post's tags by name, by ``(post id, limit, offset)``."""
-    posts_of_tag = loader(Paged(Tag.posts), error_mode="retry", retry=DB_RETRY)  # type: ignore[call-overload]
+    posts_of_tag = loader(Paged(Tag.posts), **_DB_OPTIONS)  # type: ignore[call-overload]
     """A tag's posts, oldest first, by ``(tag id, limit, offset)``."""

@@ -26,6 +26,22 @@ variable                       meaning                                     defau
 ``EXAMPLE_API_NAIVE``          per-field queries, for benchmarks only      ``0``
 =============================  ==========================================  =======================
 
+The database pool and timeouts (:class:`DatabaseOptions`; the pool and the
+statement and connect timeouts apply to PostgreSQL, the batch timeout to both):
+
+======================================  =====================================  =========
+variable                                meaning                                default
+======================================  =====================================  =========
+``EXAMPLE_API_DB_POOL_SIZE``            connections kept open per process      ``10``
+``EXAMPLE_API_DB_POOL_OVERFLOW``        extra connections opened under load    ``10``
+``EXAMPLE_API_DB_POOL_TIMEOUT_MS``      wait for a free connection, at most    ``30000``
+``EXAMPLE_API_DB_CONNECT_TIMEOUT_MS``   opening a connection, at most          ``10000``
+``EXAMPLE_API_DB_STATEMENT_TIMEOUT_MS`` one statement, at most (0: no limit)   ``30000``
+``EXAMPLE_API_BATCH_TIMEOUT_MS``        one loader batch attempt, at most (0:  ``10000``
+                                        no limit); retried like a lost
+                                        connection
+======================================  =====================================  =========
+
 A bad value raises :class:`SettingsError` naming the variable and the value.
 """
 
@@ -33,10 +49,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["DEFAULT_DATABASE_URL", "Settings", "SettingsError", "normalize_database_url"]
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "DatabaseOptions",
+    "Settings",
+    "SettingsError",
+    "normalize_database_url",
+]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/example_api.db"
 """The embedded default: a SQLite file under ``data/``, created on first start."""
@@ -109,6 +131,53 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DatabaseOptions:
+    """The connection pool and the timeouts that keep a sick database from hanging requests.
+
+    Read on their own by :meth:`from_env` as well as part of :class:`Settings`,
+    so that :func:`example_api.db.create_engine` and the loaders find them in
+    every worker process. A timeout of 0 means no limit.
+    """
+
+    pool_size: int = 10
+    """Default 10. Connections each process keeps open (PostgreSQL)."""
+    pool_overflow: int = 10
+    """Default 10. Connections opened beyond ``pool_size`` under load, closed when returned."""
+    pool_timeout_ms: int = 30_000
+    """Default 30,000. How long a statement waits for a free connection before it fails."""
+    connect_timeout_ms: int = 10_000
+    """Default 10,000. How long opening a connection may take (PostgreSQL)."""
+    statement_timeout_ms: int = 30_000
+    """Default 30,000. How long the client waits for one statement's answer (PostgreSQL)."""
+    batch_timeout_ms: int = 10_000
+    """Default 10,000. One attempt of a loader's batch at most; then it is retried (DB_RETRY)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DatabaseOptions:
+        """Read the ``EXAMPLE_API_DB_*`` and ``EXAMPLE_API_BATCH_TIMEOUT_MS`` variables."""
+        env = os.environ if env is None else env
+        return cls(
+            pool_size=_int(env, "EXAMPLE_API_DB_POOL_SIZE", 10, 1),
+            pool_overflow=_int(env, "EXAMPLE_API_DB_POOL_OVERFLOW", 10, 0),
+            pool_timeout_ms=_int(env, "EXAMPLE_API_DB_POOL_TIMEOUT_MS", 30_000, 1),
+            connect_timeout_ms=_int(env, "EXAMPLE_API_DB_CONNECT_TIMEOUT_MS", 10_000, 1),
+            statement_timeout_ms=_int(env, "EXAMPLE_API_DB_STATEMENT_TIMEOUT_MS", 30_000, 0),
+            batch_timeout_ms=_int(env, "EXAMPLE_API_BATCH_TIMEOUT_MS", 10_000, 0),
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that make :meth:`from_env` rebuild these options."""
+        return {
+            "EXAMPLE_API_DB_POOL_SIZE": str(self.pool_size),
+            "EXAMPLE_API_DB_POOL_OVERFLOW": str(self.pool_overflow),
+            "EXAMPLE_API_DB_POOL_TIMEOUT_MS": str(self.pool_timeout_ms),
+            "EXAMPLE_API_DB_CONNECT_TIMEOUT_MS": str(self.connect_timeout_ms),
+            "EXAMPLE_API_DB_STATEMENT_TIMEOUT_MS": str(self.statement_timeout_ms),
+            "EXAMPLE_API_BATCH_TIMEOUT_MS": str(self.batch_timeout_ms),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """The server's configuration; build it with :meth:`from_env`."""
 
@@ -140,6 +209,8 @@ class Settings:
     """Default 200. How long a recorded view waits for others before the bulk UPDATE."""
     naive: bool = False
     """Default False. Plain per-field queries instead of loaders: for benchmarks only."""
+    database: DatabaseOptions = field(default_factory=DatabaseOptions)
+    """Default :class:`DatabaseOptions`: the pool and the database timeouts."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "database_url", normalize_database_url(self.database_url))
@@ -170,6 +241,7 @@ class Settings:
             view_queue_size=_int(env, "EXAMPLE_API_VIEW_QUEUE", 10_000, 1),
             view_flush_ms=_int(env, "EXAMPLE_API_VIEW_FLUSH_MS", 200, 0),
             naive=_bool(env, "EXAMPLE_API_NAIVE", False),
+            database=DatabaseOptions.from_env(env),
         )
         return replace(settings, **overrides) if overrides else settings
 
@@ -200,4 +272,5 @@ class Settings:
             "EXAMPLE_API_VIEW_QUEUE": str(self.view_queue_size),
             "EXAMPLE_API_VIEW_FLUSH_MS": str(int(self.view_flush_ms)),
             "EXAMPLE_API_NAIVE": "1" if self.naive else "0",
+            **self.database.to_env(),
         }
