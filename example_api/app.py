@@ -19,6 +19,7 @@ the view queue writes every accepted view and the database pool is closed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -193,6 +194,76 @@ class MetricsMiddleware:
             self.metrics.observe_request(scope["method"], scope["path"], status, seconds)
 
 
+class _BodyTooLarge(Exception):
+    """Raised from ``receive`` inside the app once the body passes the limit."""
+
+
+class BodySizeLimit:
+    """Answers 413 to a request whose body is larger than ``max_bytes``, without reading it.
+
+    A ``Content-Length`` over the limit is refused before the app runs; a body
+    sent in chunks is counted as the app reads it, and refused as soon as the
+    count passes the limit (the app never sees the rest). Before the 413 the
+    rest of the body is read and dropped for at most ``drain_seconds``, so a
+    client still writing its body reads the answer rather than a reset
+    connection.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, drain_seconds: float = 5.0) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.drain_seconds = drain_seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = next(
+            (value for name, value in scope["headers"] if name == b"content-length"), None
+        )
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(receive, send, more_body=True)
+            return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def watching_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, watching_send)
+        except _BodyTooLarge:
+            if started:  # the app answered before reading all of it; nothing left to say
+                raise
+            await self._refuse(receive, send, more_body=True)
+
+    async def _refuse(self, receive: Receive, send: Send, *, more_body: bool) -> None:
+        try:
+            async with asyncio.timeout(self.drain_seconds):
+                while more_body:
+                    message = await receive()
+                    more_body = message["type"] == "http.request" and message.get(
+                        "more_body", False
+                    )
+        except TimeoutError:
+            pass
+        response = PlainTextResponse(
+            f"Request body too large: at most {self.max_bytes} bytes", status_code=413
+        )
+        await response({"type": "http"}, receive, send)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -291,5 +362,6 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.example_api = state
-    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: counts 413s
     return app

@@ -210,12 +210,26 @@ async def _insert_new(session: AsyncSession, table: Table, rows: list[dict[str, 
     await session.execute(insert(table).on_conflict_do_nothing(), rows)
 
 
-async def _tags_named(session: AsyncSession, names: Iterable[str]) -> list[int]:
-    """The ids of the tags of these names, created when missing, by name."""
+MAX_TAGS_PER_POST = 20
+"""Most tag names ``createPost`` accepts; more is refused before any SQL runs."""
+
+
+def _tag_names(names: Iterable[str]) -> list[str]:
+    """The distinct, lower-cased tag names, checked: 1-50 characters, at most 20 of them."""
     wanted = sorted({name.strip().lower() for name in names})
+    if len(wanted) > MAX_TAGS_PER_POST:
+        raise UserInputError(
+            f"tags: at most {MAX_TAGS_PER_POST} tags at once, got {len(wanted)}",
+            code="TOO_MANY_TAGS",
+        )
     for name in wanted:
         if not name or len(name) > 50:
             raise UserInputError(f"tag names must have 1 to 50 characters, got {name!r}")
+    return wanted
+
+
+async def _tags_named(session: AsyncSession, wanted: list[str]) -> list[int]:
+    """The ids of the tags of these checked names (:func:`_tag_names`), created when missing."""
     if not wanted:
         return []
     tags = models.Tag.__table__
@@ -242,7 +256,7 @@ def _check_text(value: str, argument: str, maximum: int) -> str:
 class Mutation:
     """Writes. Each one keeps the request's loaders in step with what it wrote."""
 
-    @strawberry.mutation(description="Write a post, with tags (created when new).")
+    @strawberry.mutation(description="Write a post, with up to 20 tags (created when new).")
     async def create_post(
         self,
         info: Ctx,
@@ -253,12 +267,13 @@ class Mutation:
     ) -> Post:
         author = await _existing_user(info, id_of(author_id, "authorId"), "authorId")
         title = _check_text(title, "title", 200)
+        tag_names = _tag_names(tags or ())
         loaders = info.context.loaders
         async with info.context.sessions.session() as session, session.begin():
             post = models.Post(author_id=author.id, title=title, body=body)
             session.add(post)
             await session.flush()
-            tag_ids = await _link_tags(session, post.id, await _tags_named(session, tags or ()))
+            tag_ids = await _link_tags(session, post.id, await _tags_named(session, tag_names))
             await session.refresh(post)
         write_through(loaders.post, post.id, post)
         invalidate(loaders.posts_of_user)  # every cached page: any may now hold the post
@@ -284,8 +299,9 @@ class Mutation:
     @strawberry.mutation(description="Put a tag (created when new) on a post.")
     async def tag_post(self, info: Ctx, post_id: strawberry.ID, tag: str) -> Post:
         post = await _existing_post(info, id_of(post_id, "postId"))
+        tag_names = _tag_names([tag])
         async with info.context.sessions.session() as session, session.begin():
-            tag_ids = await _link_tags(session, post.id, await _tags_named(session, [tag]))
+            tag_ids = await _link_tags(session, post.id, await _tags_named(session, tag_names))
         if tag_ids:
             invalidate(info.context.loaders.tags_of_post)
             invalidate(info.context.loaders.posts_of_tag)

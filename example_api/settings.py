@@ -21,6 +21,7 @@ variable                       meaning                                     defau
 ``EXAMPLE_API_MAX_TOKENS``     most tokens in one document                 ``2000``
 ``EXAMPLE_API_MAX_BATCH``      operations per HTTP request (0: no          ``0``
                                batching)
+``EXAMPLE_API_MAX_BODY_BYTES`` largest request body; larger gets a 413    ``1048576``
 ``EXAMPLE_API_VIEW_QUEUE``     views waiting to be written, at most        ``10000``
 ``EXAMPLE_API_VIEW_FLUSH_MS``  how long a view waits for others            ``200``
 ``EXAMPLE_API_NAIVE``          per-field queries, for benchmarks only      ``0``
@@ -203,6 +204,8 @@ class Settings:
     """Default 2000. Most tokens in one document (``MaxTokensLimiter``)."""
     max_batch_operations: int = 0
     """Default 0: HTTP operation batching off. Otherwise the most operations per request."""
+    max_body_bytes: int = 1_048_576
+    """Default 1 MiB. Largest request body read; a larger one is answered 413 unread."""
     view_queue_size: int = 10_000
     """Default 10,000. Views accepted but not yet written; beyond it ``recordView`` fails."""
     view_flush_ms: float = 200
@@ -238,6 +241,7 @@ class Settings:
             max_aliases=_int(env, "EXAMPLE_API_MAX_ALIASES", 15, 0),
             max_tokens=_int(env, "EXAMPLE_API_MAX_TOKENS", 2000, 1),
             max_batch_operations=_int(env, "EXAMPLE_API_MAX_BATCH", 0, 0),
+            max_body_bytes=_int(env, "EXAMPLE_API_MAX_BODY_BYTES", 1_048_576, 1),
             view_queue_size=_int(env, "EXAMPLE_API_VIEW_QUEUE", 10_000, 1),
             view_flush_ms=_int(env, "EXAMPLE_API_VIEW_FLUSH_MS", 200, 0),
             naive=_bool(env, "EXAMPLE_API_NAIVE", False),
@@ -269,6 +273,7 @@ class Settings:
             "EXAMPLE_API_MAX_ALIASES": str(self.max_aliases),
             "EXAMPLE_API_MAX_TOKENS": str(self.max_tokens),
             "EXAMPLE_API_MAX_BATCH": str(self.max_batch_operations),
+            "EXAMPLE_API_MAX_BODY_BYTES": str(self.max_body_bytes),
             "EXAMPLE_API_VIEW_QUEUE": str(self.view_queue_size),
             "EXAMPLE_API_VIEW_FLUSH_MS": str(int(self.view_flush_ms)),
             "EXAMPLE_API_NAIVE": "1" if self.naive else "0",

@@ -7,6 +7,7 @@ on first use.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, Generic
@@ -85,6 +86,17 @@ class GraphQL(_StrawberryGraphQL[Context[RegistryT], None], Generic[RegistryT]):
             _built.reset(token)
             for context in built:
                 await context.aclose()
+
+    def decode_json(self, data: str | bytes) -> object:
+        """Parse a JSON body; bytes that are not UTF-8 count as bad JSON (400, not 500).
+
+        Strawberry answers 400 to a :class:`json.JSONDecodeError` only; ``json.loads``
+        raises :class:`UnicodeDecodeError` on invalid UTF-8, which would become a 500.
+        """
+        try:
+            return super().decode_json(data)
+        except UnicodeDecodeError as error:
+            raise json.JSONDecodeError(f"invalid UTF-8 ({error.reason})", "", 0) from error
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

@@ -196,3 +196,17 @@ def test_sessions_and_sessions_factory_are_exclusive() -> None:
         GraphQL(schema, registry=Loaders, sessions=object(), sessions_factory=Sessions)
     with pytest.raises(TypeError, match="not both"):
         context_getter(Loaders, sessions=object(), sessions_factory=Sessions)
+
+
+async def test_a_body_that_is_not_utf8_is_bad_json_not_a_server_error() -> None:
+    app = GraphQL(schema, registry=Loaders, sessions=object())
+    with serve(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            bad = await client.post(
+                "/graphql",
+                content=b'{"query": "{ path \xff\xfe }"}',
+                headers={"content-type": "application/json"},
+            )
+            good = await client.post("/graphql", json={"query": "{ path }"})
+    assert (bad.status_code, bad.text) == (400, "Unable to parse request body as JSON")
+    assert good.json()["data"] == {"path": "/graphql"}
