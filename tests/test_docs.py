@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests._stderr import without_slow_steps
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.py"))
 
@@ -26,17 +28,11 @@ def _run(path: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     )
 
 
-# asyncio's debug mode reports every step that held the loop over 100 ms; how long
-# a start-up step takes depends on what else the machine is doing, so only those
-# timing reports are allowed on stderr.
-SLOW_STEP = re.compile(r"Executing <.*> took \d+\.\d+ seconds\n")
-
-
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_runs_cleanly(path: Path) -> None:
     result = _run(path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert SLOW_STEP.sub("", result.stderr) == ""
+    assert without_slow_steps(result.stderr) == ""
 
 
 def test_readme_example_is_the_quickstart_and_runs(tmp_path: Path) -> None:
