@@ -52,7 +52,7 @@ from example_api import migrations
 from example_api.context import AppContext
 from example_api.db import create_engine, create_sessionmaker
 from example_api.extensions import PublicErrors, RequestStats, is_public
-from example_api.loaders import Loaders
+from example_api.loaders import Loaders, registry_options
 from example_api.metrics import Metrics
 from example_api.settings import Settings, SettingsError
 from example_api.views import ViewCounter
@@ -344,7 +344,7 @@ def create_app(
 
     graphql: GraphQL[Loaders] = GraphQL(
         build_schema(settings, tracing=tracing, tracer_provider=tracer_provider),
-        registry=Loaders,
+        registry=partial(Loaders, options=registry_options(settings.database)),
         sessions=PerBatchSessions(state.sessions),
         statements=statements,
         context_class=partial(AppContext, state=state),

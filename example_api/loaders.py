@@ -20,10 +20,11 @@ statement per level.
 
 Every loader retries transient database errors (``DB_RETRY``: a lost
 connection, a pool or statement timeout) and gives each attempt of a batch
-``EXAMPLE_API_BATCH_TIMEOUT_MS`` at most (read once, when this module is
-imported in a worker process; see :class:`~example_api.settings.DatabaseOptions`).
-A batch that still fails reaches each of its callers as a ``BatchError``,
-which production mode masks as "Internal server error.".
+``batch_timeout_ms`` at most: the app creates each request's registry with
+:func:`registry_options` of its settings (``EXAMPLE_API_BATCH_TIMEOUT_MS``; see
+:class:`~example_api.settings.DatabaseOptions`). A batch that still fails
+reaches each of its callers as a ``BatchError``, which production mode masks
+as "Internal server error.".
 """
 
 from __future__ import annotations
@@ -40,16 +41,15 @@ from example_api.settings import DatabaseOptions
 from gqlbatch.sqlalchemy import DB_RETRY, ManyFetcher, by_column, by_relationship
 from gqlbatch.strawberry import LoaderRegistry, loader
 
-__all__ = ["BATCH_TIMEOUT_MS", "Loaders", "PageKey", "Paged"]
+__all__ = ["Loaders", "PageKey", "Paged", "registry_options"]
 
-BATCH_TIMEOUT_MS: float | None = DatabaseOptions.from_env().batch_timeout_ms or None
-"""One attempt of a loader's batch at most (None: no limit); ``EXAMPLE_API_BATCH_TIMEOUT_MS``."""
+_DB_OPTIONS: dict[str, Any] = {"error_mode": "retry", "retry": DB_RETRY}
 
-_DB_OPTIONS: dict[str, Any] = {
-    "error_mode": "retry",
-    "retry": DB_RETRY,
-    "batch_timeout_ms": BATCH_TIMEOUT_MS,
-}
+
+def registry_options(database: DatabaseOptions) -> dict[str, Any]:
+    """The options of every loader of a request that come from the settings."""
+    return {"batch_timeout_ms": database.batch_timeout_ms or None}
+
 
 PageKey = tuple[int, int, int]
 """``(parent id, limit, offset)``: the key of a paged loader."""

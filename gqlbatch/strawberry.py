@@ -189,6 +189,8 @@ _ENGINE_OPTIONS = (
     "batch_timeout_ms",
     "name",
 )
+_REGISTRY_OPTIONS = tuple(option for option in _ENGINE_OPTIONS if option != "name")
+"""The engine options a registry may set for all its loaders (a name is each loader's own)."""
 
 
 class LoaderSpec(Generic[K, V]):
@@ -427,6 +429,11 @@ class LoaderRegistry:
             Plain batch functions ignore it.
         statements: a :class:`StatementCounting` object; when given, each loader
             counts the SQL statements its batches execute (see :meth:`sql_statements`).
+        options: engine options every loader of this registry is created with
+            (``max_batch_size``, ``max_wait_ms``, ``max_queue_size``,
+            ``max_concurrency``, ``error_mode``, ``retry``, ``batch_timeout_ms``),
+            for settings known only at run time. A declaration's own options
+            win over these, and these over a fetcher's defaults. Validated here.
     """
 
     _specs: ClassVar[Mapping[str, LoaderSpec[Any, Any]]] = {}
@@ -448,11 +455,26 @@ class LoaderRegistry:
                 )
         cls._specs = specs
 
-    def __init__(self, *, sessions: Any = None, statements: StatementCounting | None = None):
+    def __init__(
+        self,
+        *,
+        sessions: Any = None,
+        statements: StatementCounting | None = None,
+        options: Mapping[str, Any] | None = None,
+    ):
         if statements is not None and not isinstance(statements, StatementCounting):
             raise TypeError(
                 f"statements must have a scope() method (a StatementCounter), got {statements!r}"
             )
+        defaults = dict(options or {})
+        unknown = sorted(set(defaults) - set(_REGISTRY_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__}(options=...): {', '.join(map(repr, unknown))} "
+                f"cannot be set for every loader; allowed: {', '.join(_REGISTRY_OPTIONS)}"
+            )
+        BatchOptions(**defaults)
+        self._defaults = defaults
         self.sessions = sessions
         """The session source fetchers are bound to (None when not given)."""
         self.statements = statements
@@ -547,10 +569,10 @@ class LoaderRegistry:
 
     def _create(self, spec: LoaderSpec[K, V]) -> KeyedLoader[K, V]:
         """Build the KeyedLoader a declaration describes, bound to this registry's sessions."""
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = dict(spec.source.loader_options) if spec.is_fetcher else {}
+        options.update(self._defaults)
         batch_fn = spec.source
         if spec.is_fetcher:
-            options.update(spec.source.loader_options)
             if self.sessions is not None:
                 batch_fn = spec.source.bind(self.sessions)
             elif getattr(spec.source, "sessions", _UNSET) is None:  # known to be unbound

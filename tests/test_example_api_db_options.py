@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
-from e2e.server import ROOT
 
+from example_api.app import create_app
 from example_api.db import create_engine
+from example_api.loaders import Loaders
 from example_api.settings import DatabaseOptions, Settings, SettingsError
 
 
@@ -88,26 +86,20 @@ async def test_a_statement_timeout_of_zero_means_none(pg_url: str) -> None:
         await engine.dispose()
 
 
-def _loader_timeouts(env: dict[str, str]) -> str:
-    code = (
-        "from sqlalchemy.ext.asyncio import async_sessionmaker\n"
-        "from example_api.loaders import Loaders\n"
-        "r = Loaders(sessions=async_sessionmaker())\n"
-        "print(sorted({r.get(n).options.batch_timeout_ms for n in Loaders.declared()}))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env={"PATH": "", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return result.stdout.strip()
+def _loader_timeouts(settings: Settings) -> list[float | None]:
+    """The batch timeout of every loader of a request of the app made from ``settings``."""
+    app = create_app(settings)
+    (view,) = [route.endpoint for route in app.routes if getattr(route, "path", "") == "/graphql"]
+    registry = view.registry(sessions=view.sessions, statements=None)
+    timeouts = {registry.get(name).options.batch_timeout_ms for name in Loaders.declared()}
+    return sorted(timeouts, key=str)
 
 
-def test_every_loader_takes_its_batch_timeout_from_the_environment() -> None:
-    assert _loader_timeouts({"EXAMPLE_API_BATCH_TIMEOUT_MS": "1234"}) == "[1234]"
-    assert _loader_timeouts({}) == "[10000]"
-    assert _loader_timeouts({"EXAMPLE_API_BATCH_TIMEOUT_MS": "0"}) == "[None]"
+def test_every_loader_takes_its_batch_timeout_from_the_apps_settings(sqlite_url: str) -> None:
+    def settings(batch_timeout_ms: int) -> Settings:
+        options = DatabaseOptions(batch_timeout_ms=batch_timeout_ms)
+        return Settings(database_url=sqlite_url, database=options)
+
+    assert _loader_timeouts(settings(1234)) == [1234]
+    assert _loader_timeouts(settings(0)) == [None]
+    assert _loader_timeouts(Settings.from_env({"DATABASE_URL": sqlite_url})) == [10_000]

@@ -280,6 +280,29 @@ async def test_fetchers_are_bound_to_the_registrys_sessions_with_their_default_o
         registry.user.load("1")  # type: ignore[arg-type]
 
 
+async def test_registry_options_reach_every_loader_unless_its_declaration_says_otherwise() -> None:
+    class Tuned(LoaderRegistry):
+        user = loader(FakeFetcher(), max_batch_size=5)
+        other = loader(fetch_users)
+
+    registry = Tuned(
+        sessions="s", options={"max_batch_size": 50, "batch_timeout_ms": 250, "error_mode": "retry"}
+    )
+    assert registry.user.options.max_batch_size == 5  # the declaration wins
+    assert registry.user.options.batch_timeout_ms == 250
+    assert registry.other.options.max_batch_size == 50
+    assert registry.other.options.error_mode == gqlbatch.ErrorMode.RETRY
+    assert Tuned(sessions="s").other.options.batch_timeout_ms is None  # per instance
+    assert await registry.user.load(1) == "1 via s"
+
+
+def test_registry_options_are_checked_when_the_registry_is_made() -> None:
+    with pytest.raises(TypeError, match=r"Loaders\(options=...\): 'key_type', 'name' cannot be"):
+        Loaders(options={"name": "x", "key_type": int})
+    with pytest.raises(ValueError, match="max_batch_size"):
+        Loaders(options={"max_batch_size": 0})
+
+
 async def test_a_closed_registry_refuses_to_hand_out_loaders() -> None:
     loaders = Loaders()
     pending = loaders.user.load(1)
