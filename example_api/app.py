@@ -225,13 +225,15 @@ class BodySizeLimit:
             await self._refuse(receive, send, more_body=True)
             return
         received = 0
+        more_body = True
         started = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, more_body
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                more_body = message.get("more_body", False)
                 if received > self.max_bytes:
                     raise _BodyTooLarge
             return message
@@ -246,9 +248,10 @@ class BodySizeLimit:
         except _BodyTooLarge:
             if started:  # the app answered before reading all of it; nothing left to say
                 raise
-            await self._refuse(receive, send, more_body=True)
+            await self._refuse(receive, send, more_body=more_body)
 
     async def _refuse(self, receive: Receive, send: Send, *, more_body: bool) -> None:
+        """Drop what is left of the body (``more_body``: some is), then answer 413."""
         try:
             async with asyncio.timeout(self.drain_seconds):
                 while more_body:
