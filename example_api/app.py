@@ -92,11 +92,11 @@ def tracing_from_env(env: Any = None) -> bool:
 
 
 GC_YOUNG_THRESHOLD = 10_000
-"""Allocations between two collections of the youngest generation while the app runs
-(Python's default is 700)."""
+"""While the app runs, the youngest generation is collected once this many more container
+objects were allocated than freed (Python's default is 700)."""
 
 _gc_users = 0  # running apps that asked for gc_tuned(); the first tunes, the last restores
-_gc_saved: tuple[tuple[int, ...], bool] = ((), False)  # thresholds before; whether we froze
+_gc_saved: tuple[tuple[int, ...], bool] = ((), False)  # thresholds before; unfreeze at the end
 
 
 @contextmanager
@@ -135,9 +135,9 @@ def gc_tuned() -> Iterator[None]:
     finally:
         _gc_users -= 1
         if _gc_users == 0:
-            thresholds, froze = _gc_saved
+            thresholds, unfreeze = _gc_saved
             gc.set_threshold(*thresholds)
-            if froze:
+            if unfreeze:
                 gc.unfreeze()
 
 
