@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -185,18 +186,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class ExampleServer:
+    """A running ``python -m example_api serve``: its base URL and its process id."""
+
+    base: str
+    pid: int
+
+
 @contextmanager
-def example_server(
+def running_example_server(
     url: str,
     log: Path,
     *,
     args: Sequence[str] = (),
     env: dict[str, str] | None = None,
-) -> Iterator[str]:
-    """``python -m example_api serve`` on a free loopback port; yields its base URL.
+) -> Iterator[ExampleServer]:
+    """``python -m example_api serve`` on a free loopback port, until the block ends.
 
     asyncio's debug mode is off in the server (it distorts timings); the
     database must be migrated already. The server gets SIGTERM at the end.
+    With several workers, ``pid`` is uvicorn's supervisor, the workers its children.
     """
     import httpx
 
@@ -222,7 +232,7 @@ def example_server(
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        yield base
+        yield ExampleServer(base, process.pid)
     finally:
         process.terminate()
         try:
@@ -230,6 +240,58 @@ def example_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(SERVER_STOP_SECONDS)
+
+
+@contextmanager
+def example_server(
+    url: str,
+    log: Path,
+    *,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """:func:`running_example_server`, yielding only the base URL."""
+    with running_example_server(url, log, args=args, env=env) as server:
+        yield server.base
+
+
+# -- CPU time (Linux /proc) ----------------------------------------------------------------
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system, every thread) of ``pid`` and of each of its descendants.
+
+    Read from ``/proc``; empty where there is no ``/proc`` (not Linux) or the
+    process is gone. A descendant that ended meanwhile is simply missing.
+    """
+    found: dict[int, float] = {}
+    todo = [pid]
+    while todo and len(found) < 1000:
+        current = todo.pop()
+        try:
+            stat = Path(f"/proc/{current}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (command)"
+        found[current] = (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text()
+        except OSError:
+            continue
+        todo.extend(int(child) for child in children.split())
+    return found
+
+
+def machine_busy() -> float | None:
+    """CPU seconds every core of the machine spent not idle since boot (None: no ``/proc``)."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal: all but idle and iowait are busy
+    return (sum(values[:8]) - sum(values[3:5])) / _TICKS
 
 
 async def prepare_database(url: str, users: int, seed_value: int = 1) -> None:

@@ -24,6 +24,16 @@ records every answer's latency. Requests still in flight at the deadline are
 awaited but not counted. Every answer is checked (HTTP 200, no errors, 10
 users); failures are counted and reported.
 
+CPU time (Linux ``/proc``): over each measurement, from the first request sent
+to the last answer received, the server's CPU time (user + system, every
+process of it: with several workers, each worker and the supervisor) divided
+by the answers it sent, in ms per request; the same as cores (CPU seconds per
+second), for the whole server and for each worker; this process's CPU time per
+answer (the load generator's cost); and the cores the whole machine was busy.
+Requests/s depend on the cores the server could get, which on a shared or
+small machine the clients, PostgreSQL and anything else running take from it;
+CPU per request does not, and the cores show who had them.
+
 Interleaving: each round measures every (server, clients) pair once, in an
 order rotated from round to round, after one untimed warm-up per server.
 Figures are medians over rounds of requests/s and of each round's p50 and p95
@@ -32,7 +42,9 @@ the same client count.
 
 The load generator runs in this process, on the same machine as the servers
 and PostgreSQL: on a small machine they compete for the same cores, which the
-page states next to the figures.
+page states next to the figures. uvicorn's workers share one listening socket,
+so the first to wake may accept most of the clients' connections, which then
+stay with it: the per-worker cores show how the load was spread.
 """
 
 from __future__ import annotations
@@ -45,13 +57,21 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from benchmarks._env import example_server, postgres_enabled, prepare_database, private_postgres
+from benchmarks._env import (
+    ExampleServer,
+    machine_busy,
+    postgres_enabled,
+    prepare_database,
+    private_postgres,
+    process_cpu,
+    running_example_server,
+)
 from example_api.settings import normalize_database_url
 
 QUERY = """query Feed($offset: Int!) { users(limit: 10, offset: $offset) { id name
@@ -72,15 +92,42 @@ class Config:
 
 @dataclass
 class Cell:
-    """One measurement: a server under ``clients`` concurrent clients for ``seconds``."""
+    """One measurement: a server under ``clients`` concurrent clients for ``seconds``.
+
+    The CPU figures cover ``elapsed`` (the whole measurement, answers awaited
+    after the deadline included) and every answer in it (``answers``); they are
+    None where ``/proc`` could not be read.
+    """
 
     latencies: list[float]
     failures: int
     seconds: float
+    answers: int = 0
+    elapsed: float = 0.0
+    server_cpu: float | None = None
+    worker_cpu: list[float] = field(default_factory=list)  # largest first
+    client_cpu: float = 0.0
+    machine_cpu: float | None = None
 
     @property
     def rps(self) -> float:
         return len(self.latencies) / self.seconds
+
+    @property
+    def server_cpu_ms(self) -> float | None:
+        """Server CPU time per answer, ms."""
+        if self.server_cpu is None or not self.answers:
+            return None
+        return self.server_cpu / self.answers * 1000
+
+    @property
+    def client_cpu_ms(self) -> float | None:
+        """This process's (the load generator's) CPU time per answer, ms."""
+        return self.client_cpu / self.answers * 1000 if self.answers else None
+
+    def cores(self, cpu: float | None) -> float | None:
+        """``cpu`` seconds over the measurement, as busy cores."""
+        return None if cpu is None or not self.elapsed else cpu / self.elapsed
 
     def percentile(self, q: float) -> float:
         """The ``q`` quantile (0-1) of the latencies in ms, nearest rank."""
@@ -90,17 +137,22 @@ class Cell:
         return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))] * 1000
 
 
-async def load(base: str, clients: int, seconds: float, users: int) -> Cell:
-    """``clients`` clients send the query to ``base`` until ``seconds`` have passed."""
+async def load(server: ExampleServer, clients: int, seconds: float, users: int) -> Cell:
+    """``clients`` clients send the query to ``server`` until ``seconds`` have passed."""
+    base = server.base
     latencies: list[float] = []
     failures = 0
+    answers = 0  # every answer, late ones included: the CPU time is theirs too
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     offsets = max(1, users - PAGE + 1)
+    server_before = process_cpu(server.pid)
+    machine_before = machine_busy()
+    client_before = time.process_time()
     started = time.perf_counter()
     deadline = started + seconds
 
     async def client(index: int) -> None:
-        nonlocal failures
+        nonlocal failures, answers
         n = index * 7
         async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT, limits=limits) as http:
             while time.perf_counter() < deadline:
@@ -117,6 +169,7 @@ async def load(base: str, clients: int, seconds: float, users: int) -> Cell:
                     )
                 except (httpx.HTTPError, ValueError, KeyError, TypeError):
                     ok = False
+                answers += 1
                 answered = time.perf_counter()
                 if answered > deadline:
                     break  # in flight at the deadline: not counted
@@ -126,12 +179,31 @@ async def load(base: str, clients: int, seconds: float, users: int) -> Cell:
                     failures += 1
 
     await asyncio.gather(*(client(i) for i in range(clients)))
-    return Cell(latencies, failures, seconds)
+    elapsed = time.perf_counter() - started
+    client_cpu = time.process_time() - client_before
+    machine_after = machine_busy()
+    server_after = process_cpu(server.pid)
+    used = {pid: cpu - server_before.get(pid, 0.0) for pid, cpu in server_after.items()}
+    return Cell(
+        latencies,
+        failures,
+        seconds,
+        answers=answers,
+        elapsed=elapsed,
+        server_cpu=sum(used.values()) if used else None,
+        worker_cpu=sorted(used.values(), reverse=True),
+        client_cpu=client_cpu,
+        machine_cpu=(
+            None
+            if machine_before is None or machine_after is None
+            else machine_after - machine_before
+        ),
+    )
 
 
 def _measure(
     configs: list[Config],
-    bases: dict[str, str],
+    servers: dict[str, ExampleServer],
     clients: tuple[int, ...],
     seconds: float,
     rounds: int,
@@ -142,14 +214,33 @@ def _measure(
     pairs = [(c.name, n) for n in clients for c in configs]
     with asyncio.Runner(debug=False) as runner:
         for config in configs:
-            runner.run(load(bases[config.name], max(clients), warmup, users))
+            runner.run(load(servers[config.name], max(clients), warmup, users))
         for round_ in range(rounds):
             shift = round_ % len(pairs)
             for name, n in pairs[shift:] + pairs[:shift]:
-                cell = runner.run(load(bases[name], n, seconds, users))
+                cell = runner.run(load(servers[name], n, seconds, users))
                 cells.setdefault((name, n), []).append(cell)
             print(f"round {round_ + 1}/{rounds} done", file=sys.stderr, flush=True)
     return cells
+
+
+def _median(values: Any) -> float | None:
+    """The median of the values that are not None, or None when there is none."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def _worker_cores(runs: list[Cell], workers: int) -> list[float]:
+    """Per worker, busiest first, the median over runs of the cores it used.
+
+    The server's busiest ``workers`` processes are its workers (the supervisor
+    of several workers and its helper barely run).
+    """
+    if workers < 2:
+        return []
+    per_run = [[cpu / c.elapsed for cpu in c.worker_cpu[:workers]] for c in runs if c.elapsed]
+    per_run = [cores for cores in per_run if len(cores) == workers]
+    return [statistics.median(column) for column in zip(*per_run, strict=True)]
 
 
 def summarize(
@@ -173,6 +264,11 @@ def summarize(
                     "rps_max": max(c.rps for c in runs),
                     "p50_ms": statistics.median(c.percentile(0.50) for c in runs),
                     "p95_ms": statistics.median(c.percentile(0.95) for c in runs),
+                    "server_cpu_ms": _median(c.server_cpu_ms for c in runs),
+                    "server_cores": _median(c.cores(c.server_cpu) for c in runs),
+                    "worker_cores": _worker_cores(runs, config.workers),
+                    "machine_cores": _median(c.cores(c.machine_cpu) for c in runs),
+                    "client_cpu_ms": _median(c.client_cpu_ms for c in runs),
                     "rps_vs_baseline": statistics.median(
                         c.rps / b.rps if b.rps else float("nan")
                         for c, b in zip(runs, base_runs, strict=True)
@@ -182,18 +278,31 @@ def summarize(
     return rows
 
 
+def _number(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def _cores(row: dict[str, Any]) -> str:
+    """The server's cores, with each worker's after it when there are several."""
+    total = _number(row.get("server_cores"), 2)
+    workers = row.get("worker_cores") or []
+    return f"{total} ({' + '.join(f'{w:.2f}' for w in workers)})" if workers else total
+
+
 def table(rows: list[dict[str, Any]], baseline: str) -> list[str]:
     lines = [
-        f"| server | clients | requests/s | min-max | p50 ms | p95 ms | vs {baseline} "
-        "| answered | failed |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        f"| server | clients | requests/s | min-max | p50 ms | p95 ms | server CPU ms/request "
+        f"| server cores (per worker) | machine cores busy | client CPU ms/request "
+        f"| vs {baseline} | answered | failed |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['server']} | {r['clients']} | {r['rps']:,.1f} "
             f"| {r['rps_min']:,.1f}-{r['rps_max']:,.1f} | {r['p50_ms']:,.1f} "
-            f"| {r['p95_ms']:,.1f} | {r['rps_vs_baseline']:.2f} | {r['requests']:,} "
-            f"| {r['failures']:,} |"
+            f"| {r['p95_ms']:,.1f} | {_number(r.get('server_cpu_ms'), 1)} | {_cores(r)} "
+            f"| {_number(r.get('machine_cores'), 2)} | {_number(r.get('client_cpu_ms'), 1)} "
+            f"| {r['rps_vs_baseline']:.2f} | {r['requests']:,} | {r['failures']:,} |"
         )
     return lines
 
@@ -242,15 +351,24 @@ def render(data: dict[str, Any], img_dir: Path, img_link: str) -> str:
         "its next request when the previous one is answered; answers are checked. "
         f"{data['rounds']} interleaved rounds (order rotated) after a warm-up per server; "
         "requests/s and p50/p95 latency are medians over rounds, the ratio the median of "
-        f"per-round ratios to `{servers[0]}` at the same client count.",
+        f"per-round ratios to `{servers[0]}` at the same client count. CPU time comes from "
+        "`/proc`, over each whole measurement: the server's (every process of it) per answer "
+        "and as cores busy, for each worker too; the cores the whole machine was busy; and "
+        "the load generator's (this process) per answer. Medians over rounds.",
         "",
         f"![Requests per second and latency]({img_link}bench-throughput.png)",
         "",
         *table(rows, servers[0]),
         "",
         "The clients run in the benchmark's own process on the same machine as the servers "
-        "and PostgreSQL, so all of them share its cores (see the top of the page): a second "
-        "worker can only help as far as a core is free for it.",
+        "and PostgreSQL, so all of them share its cores (see the top of the page). One worker "
+        "can use one core at most: once it does, more clients only queue (latency about "
+        "clients / requests/s), and requests/s are bounded by 1000 / server CPU ms per request. A "
+        "second worker helps only as far as a second core is free (machine cores busy minus "
+        "the server's: the clients, PostgreSQL, anything else running) and only if the "
+        "connections are spread: uvicorn's workers share one listening socket, and the "
+        "clients' connections, opened at once and kept, may all go to the worker that wakes first "
+        "(per-worker cores).",
         "",
     ]
     return "\n".join(lines)
@@ -305,16 +423,16 @@ def main(argv: list[str] | None = None) -> int:
         for url in dict.fromkeys(c.url for c in configs):
             print(f"seeding {users} users ...", file=sys.stderr, flush=True)
             asyncio.run(prepare_database(url, users))
-        bases = {}
+        servers = {}
         for i, config in enumerate(configs):
-            bases[config.name] = stack.enter_context(
-                example_server(
+            servers[config.name] = stack.enter_context(
+                running_example_server(
                     config.url,
                     Path(tmp) / f"server-{i}.log",
                     args=["--production", "--workers", str(config.workers)],
                 )
             )
-        cells = _measure(configs, bases, clients, seconds, rounds, float(preset["warmup"]), users)
+        cells = _measure(configs, servers, clients, seconds, rounds, float(preset["warmup"]), users)
         rows = summarize(configs, clients, cells)
 
     report = "\n".join(

@@ -25,6 +25,8 @@ variable                       meaning                                     defau
 ``EXAMPLE_API_VIEW_QUEUE``     views waiting to be written, at most        ``10000``
 ``EXAMPLE_API_VIEW_FLUSH_MS``  how long a view waits for others            ``200``
 ``EXAMPLE_API_NAIVE``          per-field queries, for benchmarks only      ``0``
+``EXAMPLE_API_GC_TUNING``      freeze the start-up heap and collect young  ``1``
+                               objects less often (``example_api.app``)
 =============================  ==========================================  =======================
 
 The database pool and timeouts (:class:`DatabaseOptions`; the pool and the
@@ -212,6 +214,9 @@ class Settings:
     """Default 200. How long a recorded view waits for others before the bulk UPDATE."""
     naive: bool = False
     """Default False. Plain per-field queries instead of loaders: for benchmarks only."""
+    gc_tuning: bool = True
+    """Default True. While the app runs, the garbage collector skips the objects made at
+    start-up and collects young objects less often (``example_api.app.GC_YOUNG_THRESHOLD``)."""
     database: DatabaseOptions = field(default_factory=DatabaseOptions)
     """Default :class:`DatabaseOptions`: the pool and the database timeouts."""
 
@@ -245,6 +250,7 @@ class Settings:
             view_queue_size=_int(env, "EXAMPLE_API_VIEW_QUEUE", 10_000, 1),
             view_flush_ms=_int(env, "EXAMPLE_API_VIEW_FLUSH_MS", 200, 0),
             naive=_bool(env, "EXAMPLE_API_NAIVE", False),
+            gc_tuning=_bool(env, "EXAMPLE_API_GC_TUNING", True),
             database=DatabaseOptions.from_env(env),
         )
         return replace(settings, **overrides) if overrides else settings
@@ -277,5 +283,6 @@ class Settings:
             "EXAMPLE_API_VIEW_QUEUE": str(self.view_queue_size),
             "EXAMPLE_API_VIEW_FLUSH_MS": str(int(self.view_flush_ms)),
             "EXAMPLE_API_NAIVE": "1" if self.naive else "0",
+            "EXAMPLE_API_GC_TUNING": "1" if self.gc_tuning else "0",
             **self.database.to_env(),
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from e2e.server import ROOT, scalar
 from sqlalchemy import select
 
 from example_api import migrations
+from example_api.app import GC_YOUNG_THRESHOLD, create_app, gc_tuned
 from example_api.db import create_engine, create_sessionmaker
 from example_api.loaders import Loaders
 from example_api.metrics import Metrics
@@ -31,6 +33,7 @@ def test_settings_default_to_sqlite_on_loopback_in_production_mode() -> None:
     assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8000, 1)
     assert settings.debug is False
     assert settings.migrate_on_start is True
+    assert settings.gc_tuning is True
 
 
 def test_settings_read_every_variable() -> None:
@@ -43,6 +46,7 @@ def test_settings_read_every_variable() -> None:
         "EXAMPLE_API_MIGRATE": "off",
         "EXAMPLE_API_MAX_PAGE_SIZE": "500",
         "EXAMPLE_API_MAX_BATCH": "5",
+        "EXAMPLE_API_GC_TUNING": "0",
     }
     settings = Settings.from_env(env)
     assert settings.database_url == "postgresql+asyncpg://app:secret@db:5432/blog"
@@ -52,6 +56,7 @@ def test_settings_read_every_variable() -> None:
     assert settings.migrate_on_start is False
     assert settings.max_page_size == 500
     assert settings.max_batch_operations == 5
+    assert settings.gc_tuning is False
     assert Settings.from_env(settings.to_env()) == settings
 
 
@@ -132,6 +137,36 @@ async def test_seed_refuses_a_populated_database_unless_reset(sqlite_url: str) -
 def test_seed_plan_rejects_negative_counts() -> None:
     with pytest.raises(ValueError, match="users must be an int >= 0, got -1"):
         SeedPlan(users=-1)
+
+
+# -- the garbage collector ------------------------------------------------------------------
+
+
+def test_gc_tuned_freezes_start_up_and_the_last_user_restores_the_collector() -> None:
+    before = gc.get_threshold()
+    assert gc.get_freeze_count() == 0, "nothing in the test process froze objects before"
+    with gc_tuned():
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+        assert gc.get_freeze_count() > 0
+        with gc_tuned():  # a second app in the same process
+            pass
+        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD  # the first one still runs
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("tuning", [True, False])
+async def test_the_app_tunes_the_collector_only_while_it_runs(
+    sqlite_url: str, tuning: bool
+) -> None:
+    before = gc.get_threshold()
+    app = create_app(Settings(database_url=sqlite_url, gc_tuning=tuning), tracing=False)
+    async with app.router.lifespan_context(app):
+        assert (gc.get_threshold()[0] == GC_YOUNG_THRESHOLD) is tuning
+        assert (gc.get_freeze_count() > 0) is tuning
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
 
 
 # -- metrics --------------------------------------------------------------------------------
