@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -237,6 +238,42 @@ async def test_views_from_many_callers_become_one_update_per_batch(sqlite_url: s
     async with engine.connect() as connection:
         counts = dict((await connection.execute(select(Post.id, Post.view_count))).all())
     assert (counts[1], counts[2]) == (3, 2)
+    await engine.dispose()
+
+
+async def test_views_recorded_during_a_slow_update_go_together_in_the_next_one(
+    sqlite_url: str,
+) -> None:
+    """While one UPDATE waits on the database, later views gather for the next one.
+
+    Each view below comes after ``flush_ms`` has passed; if each became a batch
+    of its own and waited for the writer, the queue would grow by a batch per
+    ``flush_ms`` for as long as the database stays slow (the soak's memory growth).
+    """
+    engine = create_engine(sqlite_url)
+    await migrations.upgrade(engine)
+    await seed(engine, SeedPlan(users=3, seed=1))
+    metrics = Metrics()
+    views = ViewCounter(engine, metrics, max_queue_size=100, flush_ms=10)
+    path = sqlite_url.removeprefix("sqlite+aiosqlite:///")
+    blocker = sqlite3.connect(path, timeout=10)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # holds the write lock: the first UPDATE waits
+        views.record(1)
+        await asyncio.sleep(0.05)  # its UPDATE has begun, and waits
+        for post_id in [2, 1, 2, 1, 2]:
+            views.record(post_id)
+            await asyncio.sleep(0.02)  # twice flush_ms
+        blocker.rollback()
+    finally:
+        blocker.close()
+    await views.flush()
+    assert metrics.view_batches == 2  # the first view's UPDATE, then one for the other five
+    assert metrics.views_written == 6
+    await views.aclose()
+    async with engine.connect() as connection:
+        counts = dict((await connection.execute(select(Post.id, Post.view_count))).all())
+    assert (counts[1], counts[2]) == (3, 3)
     await engine.dispose()
 
 
