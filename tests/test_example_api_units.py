@@ -7,11 +7,14 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from e2e.server import ROOT, scalar
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 
 from example_api import migrations
 from example_api.db import create_engine, create_sessionmaker
@@ -20,7 +23,7 @@ from example_api.metrics import Metrics
 from example_api.models import Comment, Post, Tag, User, post_tags
 from example_api.seed import SeedPlan, is_empty, seed
 from example_api.settings import DEFAULT_DATABASE_URL, Settings, SettingsError
-from example_api.views import ViewCounter, ViewsClosedError
+from example_api.views import ViewCounter, ViewsClosedError, add_views
 from gqlbatch.sqlalchemy import PerBatchSessions, StatementCounter
 
 # -- settings -------------------------------------------------------------------------------
@@ -239,6 +242,18 @@ async def test_views_from_many_callers_become_one_update_per_batch(sqlite_url: s
         counts = dict((await connection.execute(select(Post.id, Post.view_count))).all())
     assert (counts[1], counts[2]) == (3, 2)
     await engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", [postgresql.asyncpg.dialect(), sqlite.dialect()])
+def test_the_bulk_view_update_is_one_statement_whatever_the_number_of_posts(
+    dialect: Dialect,
+) -> None:
+    """One SQL string, so SQLAlchemy compiles and caches it once (not once per size)."""
+    statements = {
+        str(add_views(dialect.name, Counter(range(1, posts + 1))).compile(dialect=dialect))
+        for posts in (1, 2, 50, 1000)
+    }
+    assert len(statements) == 1, statements
 
 
 async def test_views_recorded_during_a_slow_update_go_together_in_the_next_one(
