@@ -4,8 +4,9 @@ Every ``recordView(postId)`` call, from any request, enqueues its post id on
 one :class:`gqlbatch.BatchedQueue`. When ``view_flush_ms`` has passed since
 the first waiting view (or 1,000 views wait), the queue hands them to
 :meth:`ViewCounter._write`, which adds them up per post and writes them with a
-single ``UPDATE posts SET view_count = view_count + CASE id ... END``. A full
-queue refuses the view at once (the caller gets a clear GraphQL error, never a
+single UPDATE (:func:`add_views`). While an UPDATE runs, views that arrive
+wait for the next one, so under load each UPDATE takes more views, not more
+time. A full queue refuses the view at once (the caller gets a clear GraphQL error, never a
 silent drop); on shutdown :meth:`ViewCounter.aclose` writes every view that was
 accepted. Transient database errors are retried with backoff (``DB_RETRY``)
 before the views count as lost.
@@ -15,22 +16,69 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 from collections import Counter
+from collections.abc import Mapping
 
-from sqlalchemy import case, update
+from sqlalchemy import Integer, bindparam, cast, column, func, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.dml import ReturningUpdate
+from sqlalchemy.sql.elements import ColumnElement
 
 from example_api.metrics import Metrics
 from example_api.models import Post
 from gqlbatch import BatchedQueue, LoaderClosedError, QueueFullError
 from gqlbatch.sqlalchemy import DB_RETRY
 
-__all__ = ["UnknownPostError", "ViewCounter", "ViewQueueFullError", "ViewsClosedError"]
+__all__ = [
+    "UnknownPostError",
+    "ViewCounter",
+    "ViewQueueFullError",
+    "ViewsClosedError",
+    "add_views",
+]
 
 log = logging.getLogger("example_api.views")
 
 MAX_BATCH = 1000
+
+
+def add_views(dialect: str, views: Mapping[int, int]) -> ReturningUpdate[int]:
+    """``UPDATE posts`` adding ``views[id]`` to each post's count; returns the ids found.
+
+    The post ids and their views are bound as one table-valued parameter (two
+    arrays on PostgreSQL, a JSON object on SQLite), so the statement is the
+    same whatever the number of posts. A ``CASE id WHEN ... THEN ...`` with a
+    bound pair per post would be a statement of its own for each number of
+    posts, each compiled and kept in SQLAlchemy's statement cache (500
+    statements by default) at about 3.6 KiB per post: 3.6 MiB for one UPDATE
+    of 1,000 posts.
+    """
+    post_id: ColumnElement[int]
+    added: ColumnElement[int]
+    if dialect == "postgresql":
+        given = (
+            func.unnest(
+                bindparam("post_ids", list(views), type_=ARRAY(Integer)),
+                bindparam("views", list(views.values()), type_=ARRAY(Integer)),
+            )
+            .table_valued(column("post_id", Integer), column("views", Integer))
+            .render_derived()
+        )
+        post_id, added = given.c.post_id, given.c.views
+    else:  # SQLite: json_each of {"<post id>": views}
+        given = func.json_each(json.dumps(dict(views))).table_valued(
+            "key", column("value", Integer)
+        )
+        post_id, added = cast(given.c.key, Integer), given.c.value
+    return (
+        update(Post)
+        .where(Post.id == post_id)
+        .values(view_count=Post.view_count + added)
+        .returning(Post.id)
+    )
 
 
 class ViewQueueFullError(Exception):
@@ -127,13 +175,7 @@ class ViewCounter:
 
     async def _update(self, post_ids: list[int]) -> list[bool | BaseException]:
         """One UPDATE for the whole batch; views of missing posts fail on their own."""
-        counts = Counter(post_ids)
-        stmt = (
-            update(Post)
-            .where(Post.id.in_(counts))
-            .values(view_count=Post.view_count + case(counts, value=Post.id, else_=0))
-            .returning(Post.id)
-        )
+        stmt = add_views(self._engine.dialect.name, Counter(post_ids))
         async with self._engine.begin() as connection:
             found = set((await connection.execute(stmt)).scalars())
         self._metrics.view_batches += 1

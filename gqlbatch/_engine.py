@@ -2,7 +2,7 @@
 
 Read top to bottom in the order things happen: a key is accepted (``_route``),
 it waits in the pending batch until the batch is dispatched (``_schedule``,
-``_on_iteration``, ``_dispatch``), the batch runs in a task of its own
+``_on_iteration``, ``_due``, ``_dispatch``), the batch runs in a task of its own
 (``_run``: concurrency slot, call, correlation, delivery, retries), and a
 failure may spread by error mode (``_reject_everything``). ``close`` and the
 task's done callback make sure no caller is ever left hanging.
@@ -23,6 +23,7 @@ The faces differ only in how a result is correlated to cache keys
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import sys
@@ -143,6 +144,7 @@ class Engine:
     _kind = "loader"
     _absent: Any = None  # delivered for a missing key, or RAISE
     _caching = False
+    _hold_when_busy = False  # a due batch keeps taking keys while every slot is busy
 
     def __init__(self, batch_fn: Callable[[list[Any]], Any], options: BatchOptions) -> None:
         if not callable(batch_fn):
@@ -171,6 +173,9 @@ class Engine:
         self._pending_extra: dict[Hashable, list[Waiter]] | None = None
         self._pending_keys: dict[Hashable, Any] | None = None
         self._handle: asyncio.Handle | None = None  # its dispatch, once scheduled
+        # Due but held until a slot frees (``_hold_when_busy``), with the context
+        # its task is to run in: the one it would have had if dispatched when due.
+        self._held: contextvars.Context | None = None
         self._first_at = 0.0  # loop time when the pending batch's first key arrived
         self._seen = 0  # pending keys at the previous look (max_wait_ms=0)
         self._quiet = 0  # looks in a row that saw no new key
@@ -316,6 +321,7 @@ class Engine:
             self._pending_extra = None
             self._pending_keys = {} if self._pending_keys is not None else None
             self._handle = None
+            self._held = None
             self._cache.clear()
             self._stored.clear()
             self._inflight.clear()
@@ -402,7 +408,7 @@ class Engine:
         assert loop is not None
         self._first_at = loop.time()
         if self._wait:
-            self._handle = loop.call_later(self._wait, self._dispatch)
+            self._handle = loop.call_later(self._wait, self._due)
         else:
             self._seen = 0
             self._quiet = 0
@@ -424,13 +430,37 @@ class Engine:
             or (self._quiet and ready is not None and not ready)
         ):
             self._handle = None
-            self._dispatch()
+            self._due()
         else:
             assert self._loop is not None
             self._handle = self._loop.call_soon(self._on_iteration)
 
+    # A queue holds a due batch while every slot is busy, as the spec's ``tasks``
+    # array does: items that arrive meanwhile join it (up to max_batch_size, which
+    # still dispatches at once), and it goes when a slot frees (``_release_slot``).
+    # Dispatched when due, it would wait for the slot as it is, and a processor
+    # slower than max_wait_ms would be handed one small batch per max_wait_ms: a
+    # backlog that grows for as long as items keep coming. A loader's batch goes
+    # when due, as its event-loop rule says, and waits for its slot as it is.
+
+    def _due(self) -> None:
+        """The pending batch's time has come: dispatch it, or hold it for a slot."""
+        if (
+            self._hold_when_busy
+            and self._max_concurrency is not None
+            and (self._running >= self._max_concurrency or self._slot_waiters)
+        ):
+            self._handle = None
+            self._held = contextvars.copy_context()  # the caller's, as a dispatch's task gets
+            return
+        self._dispatch()
+
     def _dispatch(self) -> None:
-        """Hand the pending batch to a task of its own, if anything is pending."""
+        """Hand the pending batch to a task of its own, if anything is pending.
+
+        The task runs in the current context, or in the one a held batch kept.
+        """
+        context, self._held = self._held, None
         pending = self._pending
         if not pending:
             return
@@ -445,7 +475,7 @@ class Engine:
         if self._caching:
             self._inflight.update(dict.fromkeys(pending, batch))
         assert self._loop is not None
-        task = self._loop.create_task(self._run(batch))
+        task = self._loop.create_task(self._run(batch), context=context)
         self._batches[task] = batch
         task.add_done_callback(self._on_batch_done)
 
@@ -734,6 +764,7 @@ class Engine:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        self._held = None
         pending = Batch(self._pending, self._pending_extra, self._pending_keys)
         self._pending = {}
         self._pending_extra = None
@@ -807,6 +838,8 @@ class Engine:
                 slot.set_result(None)  # the slot passes straight to the next batch
                 return
         self._running -= 1
+        if self._held is not None:  # a held batch goes next
+            self._dispatch()
 
 
 def _unbound() -> asyncio.Future[Any]:

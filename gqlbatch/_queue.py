@@ -41,6 +41,7 @@ class BatchedQueue(Engine, Generic[T, R]):
 
     _kind = "queue"
     _absent = RAISE
+    _hold_when_busy = True
 
     def __init__(
         self,

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import sqlite3
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from e2e.server import ROOT, scalar
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 
 from example_api import migrations
 from example_api.app import GC_YOUNG_THRESHOLD, create_app, gc_tuned
@@ -21,7 +25,7 @@ from example_api.metrics import Metrics
 from example_api.models import Comment, Post, Tag, User, post_tags
 from example_api.seed import SeedPlan, is_empty, seed
 from example_api.settings import DEFAULT_DATABASE_URL, Settings, SettingsError
-from example_api.views import ViewCounter, ViewsClosedError
+from example_api.views import ViewCounter, ViewsClosedError, add_views
 from gqlbatch.sqlalchemy import PerBatchSessions, StatementCounter
 
 # -- settings -------------------------------------------------------------------------------
@@ -272,6 +276,54 @@ async def test_views_from_many_callers_become_one_update_per_batch(sqlite_url: s
     async with engine.connect() as connection:
         counts = dict((await connection.execute(select(Post.id, Post.view_count))).all())
     assert (counts[1], counts[2]) == (3, 2)
+    await engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", [postgresql.asyncpg.dialect(), sqlite.dialect()])
+def test_the_bulk_view_update_is_one_statement_whatever_the_number_of_posts(
+    dialect: Dialect,
+) -> None:
+    """One SQL string, so SQLAlchemy compiles and caches it once (not once per size)."""
+    statements = {
+        str(add_views(dialect.name, Counter(range(1, posts + 1))).compile(dialect=dialect))
+        for posts in (1, 2, 50, 1000)
+    }
+    assert len(statements) == 1, statements
+
+
+async def test_views_recorded_during_a_slow_update_go_together_in_the_next_one(
+    sqlite_url: str,
+) -> None:
+    """While one UPDATE waits on the database, later views gather for the next one.
+
+    Each view below comes after ``flush_ms`` has passed; if each became a batch
+    of its own and waited for the writer, the queue would grow by a batch per
+    ``flush_ms`` for as long as the database stays slow (the soak's memory growth).
+    """
+    engine = create_engine(sqlite_url)
+    await migrations.upgrade(engine)
+    await seed(engine, SeedPlan(users=3, seed=1))
+    metrics = Metrics()
+    views = ViewCounter(engine, metrics, max_queue_size=100, flush_ms=10)
+    path = sqlite_url.removeprefix("sqlite+aiosqlite:///")
+    blocker = sqlite3.connect(path, timeout=10)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # holds the write lock: the first UPDATE waits
+        views.record(1)
+        await asyncio.sleep(0.05)  # its UPDATE has begun, and waits
+        for post_id in [2, 1, 2, 1, 2]:
+            views.record(post_id)
+            await asyncio.sleep(0.02)  # twice flush_ms
+        blocker.rollback()
+    finally:
+        blocker.close()
+    await views.flush()
+    assert metrics.view_batches == 2  # the first view's UPDATE, then one for the other five
+    assert metrics.views_written == 6
+    await views.aclose()
+    async with engine.connect() as connection:
+        counts = dict((await connection.execute(select(Post.id, Post.view_count))).all())
+    assert (counts[1], counts[2]) == (3, 3)
     await engine.dispose()
 
 

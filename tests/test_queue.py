@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
 import pytest
@@ -163,6 +164,74 @@ async def test_one_processor_call_at_a_time_by_default() -> None:
     assert await asyncio.gather(*(queue.enqueue(i) for i in range(6))) == list(range(6))
     assert peak == 1
     assert queue.stats.batches == 3
+
+
+def test_items_that_arrive_while_every_slot_is_busy_join_the_next_call() -> None:
+    """A processor slower than ``max_wait_ms`` gets bigger calls, not a backlog of small ones.
+
+    As the spec's ``tasks`` array does, a batch whose time has come while the
+    processor is busy keeps taking items (up to ``max_batch_size``) and goes as
+    soon as the slot frees. Cut every ``max_wait_ms`` instead, it would make one
+    small call per ``max_wait_ms``: a backlog that grows as long as items keep
+    coming (the example API's view counter once held thousands of them, each
+    keeping its request's objects alive).
+    """
+
+    async def main() -> tuple[list[tuple[float, int]], float]:
+        loop = asyncio.get_running_loop()
+        calls: list[tuple[float, int]] = []
+
+        async def write(items: list[int]) -> list[int]:
+            calls.append((loop.time(), len(items)))
+            await asyncio.sleep(0.1)  # one bulk write takes ten times max_wait_ms
+            return items
+
+        queue = BatchedQueue(write, max_batch_size=1000, max_wait_ms=10, max_queue_size=None)
+        futures = []
+        for item in range(200):  # an item every 5 ms for a second
+            futures.append(queue.enqueue(item))
+            await asyncio.sleep(0.005)
+        assert await asyncio.gather(*futures) == list(range(200))
+        return calls, loop.time()
+
+    calls, finished = run_virtual(main)
+    # The first call at 10 ms; each later one takes what came during the one before.
+    assert calls[0] == (pytest.approx(0.01), 2)
+    assert [when for when, _ in calls[1:]] == pytest.approx([0.11 + 0.1 * n for n in range(10)])
+    assert sum(size for _, size in calls) == 200
+    assert all(size >= 10 for _, size in calls[1:-1]), calls
+    assert finished == pytest.approx(1.11)  # cut every 10 ms: 100 calls, done after 10 s
+
+
+def test_a_batch_held_for_a_slot_runs_in_its_first_items_context() -> None:
+    """Holding a batch does not change whose context its call runs in.
+
+    A call runs in the context of its first item's caller, held or not (tracing
+    parents its span there), never in that of the call that freed the slot: the
+    queue would otherwise hand one caller's context on from call to call, and
+    keep it alive, for as long as the processor stays busy.
+    """
+    caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller")
+
+    async def main() -> list[tuple[str, list[int]]]:
+        seen: list[tuple[str, list[int]]] = []
+
+        async def write(items: list[int]) -> list[int]:
+            seen.append((caller.get(), items))
+            await asyncio.sleep(0.1)
+            return items
+
+        queue = BatchedQueue(write, max_wait_ms=10)
+
+        async def enqueue(name: str, items: list[int], at: float) -> list[int]:
+            caller.set(name)
+            await asyncio.sleep(at)
+            return await asyncio.gather(*(queue.enqueue(item) for item in items))
+
+        await asyncio.gather(enqueue("a", [1], 0), enqueue("b", [2], 0.02), enqueue("c", [3], 0.03))
+        return seen
+
+    assert run_virtual(main) == [("a", [1]), ("b", [2, 3])]
 
 
 async def test_a_failing_batch_gives_each_caller_its_own_error() -> None:
