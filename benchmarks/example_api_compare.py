@@ -12,7 +12,7 @@ it sends the four-level query
 
 to both, alternating which goes first in each round, and reports the median
 statements and latency of the rounds. ``make bench`` runs it; ``make test``
-runs only its ``--quick`` form (through ``tests/test_benchmarks.py``)::
+runs only its ``--quick`` form (through ``tests/benchmarks/test_benchmarks.py``)::
 
     python -m benchmarks.example_api_compare                # 1000 users, ~3 minutes a backend
     python -m benchmarks.example_api_compare --quick        # 100 users, seconds

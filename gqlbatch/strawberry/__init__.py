@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from starlette.websockets import WebSocket
     from strawberry.types import ExecutionContext
 
-    from gqlbatch._strawberry_asgi import GraphQL
+    from gqlbatch.strawberry.asgi import GraphQL
 
 __all__ = [
     "BatchLengthError",
@@ -739,7 +739,7 @@ def context_getter(
             own (``lambda: SharedSession(maker)``); closed when the request ends.
         statements: a :class:`StatementCounting` object for the statistics.
     """
-    from gqlbatch._strawberry_fastapi import FastAPIContext
+    from gqlbatch.strawberry.fastapi import FastAPIContext
 
     _check_sessions(sessions, sessions_factory)
 
@@ -981,7 +981,7 @@ def from_index_batch(
 def __getattr__(name: str) -> Any:
     # The ASGI app needs Starlette, which Strawberry does not require; import it on use.
     if name == "GraphQL":
-        from gqlbatch._strawberry_asgi import GraphQL
+        from gqlbatch.strawberry.asgi import GraphQL
 
         return GraphQL
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

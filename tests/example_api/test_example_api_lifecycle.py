@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from e2e.server import FOUR_LEVELS, private_database, run_server, scalar
+from tests.example_api.e2e.server import FOUR_LEVELS, private_database, run_server, scalar
 
 # uvicorn re-raises SIGTERM once it has shut down gracefully.
 GRACEFUL = (0, -signal.SIGTERM)
@@ -134,7 +134,7 @@ def test_several_workers_are_refused_on_sqlite(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from e2e.server import ROOT
+    from tests.example_api.e2e.server import ROOT
 
     result = subprocess.run(
         [

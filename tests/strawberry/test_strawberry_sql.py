@@ -26,11 +26,11 @@ from gqlbatch.strawberry import (
     loader,
     write_through,
 )
-from tests.sqla_models import Database
-from tests.sqla_models import Post as PostRow
-from tests.sqla_models import User as UserRow
+from tests.sqlalchemy.sqla_models import Database
+from tests.sqlalchemy.sqla_models import Post as PostRow
+from tests.sqlalchemy.sqla_models import User as UserRow
 
-pytest_plugins = ["tests.sqla_fixtures"]  # the db fixture: SQLite and PostgreSQL
+pytest_plugins = ["tests.sqlalchemy.sqla_fixtures"]  # the db fixture: SQLite and PostgreSQL
 
 
 class Loaders(LoaderRegistry):

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.sqla_models import Database, open_database
+from tests.sqlalchemy.sqla_models import Database, open_database
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

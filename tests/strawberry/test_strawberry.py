@@ -751,7 +751,7 @@ def test_importing_the_integration_needs_neither_sqlalchemy_nor_starlette() -> N
     code = (
         "import sys, gqlbatch.strawberry; "
         "assert 'sqlalchemy' not in sys.modules and 'gqlbatch.sqlalchemy' not in sys.modules; "
-        "assert 'gqlbatch._strawberry_asgi' not in sys.modules"
+        "assert 'gqlbatch.strawberry.asgi' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
@@ -795,7 +795,7 @@ def test_mypy_knows_the_type_of_each_declared_loader(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=110,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     revealed = [
         line.split("Revealed type is ")[1] for line in run.stdout.splitlines() if "Revealed" in line

@@ -12,7 +12,7 @@ import pytest
 
 from tests._stderr import without_slow_steps
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.py"))
 
 

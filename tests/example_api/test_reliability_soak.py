@@ -44,7 +44,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from e2e.server import FOUR_LEVELS, Server, admin_url, private_database, run_server, scalar
+from tests.example_api.e2e.server import FOUR_LEVELS, Server, admin_url, private_database, run_server, scalar
 from sqlalchemy.engine import make_url
 
 from example_api.views import MAX_BATCH

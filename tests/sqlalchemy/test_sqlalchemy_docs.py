@@ -15,7 +15,7 @@ import pytest
 
 from tests._stderr import without_slow_steps
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "sqlalchemy.md"
 EXAMPLES = sorted(
     p for p in (ROOT / "docs" / "examples").glob("sqlalchemy_*.py") if p.stem != "sqlalchemy_models"

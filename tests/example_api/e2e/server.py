@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 
 READY_SECONDS = 60
 STOP_SECONDS = 30
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 FOUR_LEVELS = """
 { users(limit: %d) { id name posts(limit: 5) { id title

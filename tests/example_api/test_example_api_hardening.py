@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from e2e.server import Server, execute, private_database, run_server
+from tests.example_api.e2e.server import Server, execute, private_database, run_server
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -104,7 +104,7 @@ def test_unexpected_errors_reveal_no_sql_dsn_or_traceback(
 def test_a_lost_database_is_reported_without_its_name_or_address(
     pg_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    from e2e.server import admin_url
+    from tests.example_api.e2e.server import admin_url
 
     with private_database(pg_url, "lost") as url:
         args = ["--production", "--seed-if-empty", "2"]

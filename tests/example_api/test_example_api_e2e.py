@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from e2e.server import FOUR_LEVELS, Server, private_database, run_server, scalar
+from tests.example_api.e2e.server import FOUR_LEVELS, Server, private_database, run_server, scalar
 
 from example_api.seed import SeedPlan, rows_for
 

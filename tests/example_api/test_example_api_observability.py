@@ -27,7 +27,7 @@ from example_api.metrics import Metrics
 from example_api.seed import SeedPlan, seed
 from example_api.settings import Settings, SettingsError
 from gqlbatch import BatchInfo
-from tests.e2e.server import FOUR_LEVELS, private_database
+from tests.example_api.e2e.server import FOUR_LEVELS, private_database
 
 QUERY = FOUR_LEVELS % 10
 LOADERS_OF_QUERY = {"posts_of_user", "comments_of_post", "user", "tags_of_post"}

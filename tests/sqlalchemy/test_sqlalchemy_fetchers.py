@@ -21,7 +21,7 @@ from gqlbatch.sqlalchemy import (
     by_group,
     by_relationship,
 )
-from tests.sqla_models import (
+from tests.sqlalchemy.sqla_models import (
     CHILDREN,
     Account,
     Comment,
@@ -33,7 +33,7 @@ from tests.sqla_models import (
     post_tags,
 )
 
-pytest_plugins = ["tests.sqla_fixtures"]  # the db fixture: SQLite and PostgreSQL
+pytest_plugins = ["tests.sqlalchemy.sqla_fixtures"]  # the db fixture: SQLite and PostgreSQL
 
 
 async def fetch(db: Database, fetcher: Any, keys: list[Any]) -> tuple[Any, list[str]]:

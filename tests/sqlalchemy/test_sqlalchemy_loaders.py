@@ -26,9 +26,9 @@ from gqlbatch.sqlalchemy import (
     by_relationship,
     db_retry_policy,
 )
-from tests.sqla_models import CHILDREN, PARENTS, Database, Post, Tag, User
+from tests.sqlalchemy.sqla_models import CHILDREN, PARENTS, Database, Post, Tag, User
 
-pytest_plugins = ["tests.sqla_fixtures"]  # the db fixture: SQLite and PostgreSQL
+pytest_plugins = ["tests.sqlalchemy.sqla_fixtures"]  # the db fixture: SQLite and PostgreSQL
 
 FAST_RETRY = db_retry_policy(retries=2, base_delay_ms=1, max_delay_ms=1, jitter=False)
 
@@ -128,7 +128,7 @@ async def test_a_key_of_the_wrong_type_fails_at_the_loader_before_any_sql(db: Da
 
 
 async def test_a_composite_key_with_a_bad_element_fails_alone_without_sql(db: Database) -> None:
-    from tests.sqla_models import Account
+    from tests.sqlalchemy.sqla_models import Account
 
     loader = by_column(Account.org, Account.login).loader(db.maker)
     with db.counter.scope() as sql:
@@ -375,7 +375,7 @@ async def test_a_retried_batch_succeeds_once_the_database_is_back(db: Database) 
 
 
 async def test_a_hundred_thousand_keys(db: Database) -> None:
-    from tests.sqla_models import Item, sqlite_variable_limit
+    from tests.sqlalchemy.sqla_models import Item, sqlite_variable_limit
 
     async with db.engine.begin() as conn:
         if db.kind == "postgres":
@@ -404,7 +404,7 @@ async def test_a_hundred_thousand_keys(db: Database) -> None:
     assert loader.stats.batches == 1
     # composite keys use IN lists everywhere; 2 parameters per key
     pairs = [(f"org{n % 3}", f"login{n}") for n in range(100_000)]
-    from tests.sqla_models import Account
+    from tests.sqlalchemy.sqla_models import Account
 
     with db.counter.scope() as sql:
         found = await by_column(Account.org, Account.login).bind(db.maker)(pairs)

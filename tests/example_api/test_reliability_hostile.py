@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e.server import Server, private_database, run_server
+from tests.example_api.e2e.server import Server, private_database, run_server
 
 CLIENT_TIMEOUT = 120
 NORMAL = '{ user(id: "1") { id posts(limit: 2) { id } } }'

@@ -1,7 +1,7 @@
 """Fault injection at the database: the real server keeps answering while PostgreSQL misbehaves.
 
 The example API runs as a uvicorn subprocess in production mode, connected to
-its private PostgreSQL database through a :class:`~e2e.proxy.FaultProxy` on a
+its private PostgreSQL database through a :class:`~tests.example_api.e2e.proxy.FaultProxy` on a
 loopback port. The proxy drops every connection mid-batch, stalls the wire
 past the loaders' ``batch_timeout_ms``, and holds the pool's every connection
 so that new requests find it exhausted. For each fault:
@@ -28,8 +28,8 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e.proxy import FaultProxy
-from e2e.server import Server, private_database, run_server, scalar
+from tests.example_api.e2e.proxy import FaultProxy
+from tests.example_api.e2e.server import Server, private_database, run_server, scalar
 from sqlalchemy.engine import make_url
 
 CLIENT_TIMEOUT = 90  # seconds; the server's own bounds answer long before
