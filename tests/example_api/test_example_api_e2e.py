@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from tests.example_api.e2e.server import FOUR_LEVELS, Server, private_database, run_server, scalar
 
 from example_api.seed import SeedPlan, rows_for
+from tests.example_api.e2e.server import FOUR_LEVELS, Server, private_database, run_server, scalar
 
 SEED = ["--seed-if-empty", "40", "--seed", "3"]
 PLAN = SeedPlan(users=40, seed=3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from tests.example_api.e2e.server import Server, execute, private_database, run_server
 
 

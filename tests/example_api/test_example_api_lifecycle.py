@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tests.example_api.e2e.server import FOUR_LEVELS, private_database, run_server, scalar
 
 # uvicorn re-raises SIGTERM once it has shut down gracefully.

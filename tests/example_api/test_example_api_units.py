@@ -12,7 +12,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from tests.example_api.e2e.server import ROOT, scalar
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
@@ -27,6 +26,7 @@ from example_api.seed import SeedPlan, is_empty, seed
 from example_api.settings import DEFAULT_DATABASE_URL, Settings, SettingsError
 from example_api.views import ViewCounter, ViewsClosedError, add_views
 from gqlbatch.sqlalchemy import PerBatchSessions, StatementCounter
+from tests.example_api.e2e.server import ROOT, scalar
 
 # -- settings -------------------------------------------------------------------------------
 

@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from tests.example_api.e2e.server import private_database
 from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from example_api import migrations
 from example_api.db import create_engine
 from example_api.models import metadata
+from tests.example_api.e2e.server import private_database
 
 TABLES = {"users", "posts", "comments", "tags", "post_tags"}
 

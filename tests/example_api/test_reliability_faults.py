@@ -28,9 +28,10 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
+
 from tests.example_api.e2e.proxy import FaultProxy
 from tests.example_api.e2e.server import Server, private_database, run_server, scalar
-from sqlalchemy.engine import make_url
 
 CLIENT_TIMEOUT = 90  # seconds; the server's own bounds answer long before
 MASKED = "Internal server error."

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from tests.example_api.e2e.server import Server, private_database, run_server
 
 CLIENT_TIMEOUT = 120

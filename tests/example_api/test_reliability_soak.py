@@ -44,10 +44,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.example_api.e2e.server import FOUR_LEVELS, Server, admin_url, private_database, run_server, scalar
 from sqlalchemy.engine import make_url
 
 from example_api.views import MAX_BATCH
+from tests.example_api.e2e.server import (
+    FOUR_LEVELS,
+    Server,
+    admin_url,
+    private_database,
+    run_server,
+    scalar,
+)
 
 SOAK_SECONDS = float(os.environ.get("GQLBATCH_SOAK_SECONDS", "20"))
 CLIENTS = int(os.environ.get("GQLBATCH_SOAK_CLIENTS", "50"))
