@@ -2,6 +2,7 @@
 
     python -m benchmarks.loader_overhead [--quick] [--keys N] [--rounds R]
                                          [--loop asyncio|uvloop] [--out PATH]
+                                         [--instruction-keys N | --no-instructions]
 
 Four implementations run the same workloads in the same process:
 
@@ -16,27 +17,44 @@ Four implementations run the same workloads in the same process:
 * ``strawberry``: ``strawberry.dataloader.DataLoader``, batch function as for
   aiodataloader.
 
-Workloads (``N`` keys, 100,000 by default; fan-out width 100):
+Workloads (``N`` keys, 100,000 by default; fan-out width 100), in the shapes
+resolvers use a loader:
 
 1. ``distinct``: one coroutine calls ``load`` for N distinct keys in one tick,
    then awaits each future. One batch expected.
 2. ``max_batch_size=100``: the same with batches of at most 100 keys.
-3. ``cache hits``: every key was loaded before (untimed); load them all again.
-4. ``fan-out``: N/100 parent tasks (``asyncio.gather``) each ``load`` their
+3. ``gather``: one coroutine awaits ``asyncio.gather(*(load(k) for k in keys))``.
+4. ``task per key``: N resolver-like coroutines, each awaiting one ``load``,
+   run as tasks by ``asyncio.gather`` (what graphql-core does for a list field
+   whose items each read one key).
+5. ``cache hits``: every key was loaded before (untimed); load them all again.
+6. ``fan-out``: N/100 parent tasks (``asyncio.gather``) each ``load`` their
    parent, then ``load_many`` their 100 children (the peers' ``load_many`` is an
    ``asyncio.gather`` of ``load`` futures). Keys = parents + children.
-5. ``fan-out, 0-3 awaits``: as 4, but parent ``i`` awaits ``asyncio.sleep(0)``
+7. ``fan-out, 0-3 awaits``: as 6, but parent ``i`` awaits ``asyncio.sleep(0)``
    ``i % 4`` times before each of its two loads, as resolvers doing an async
    permission check do. The batches column shows how many batches each loader
    made per level (parents / children); gqlbatch aims at one per level.
 
-Method: each round runs every implementation once per workload, in an order
-rotated from round to round; the first round is a discarded warm-up. Each
-timed run starts after ``gc.collect()`` with the collector enabled as usual;
-``gc.callbacks`` time each collection inside the run. Figures are medians over
-the rounds; the ratios are medians of per-round ratios (paired runs), to the
-floor and to the faster peer (the peer with the lower median on that
-workload). Results are checked after each run (outside the timed part).
+Two measures, each reported per key and as ratios to aiodataloader and to
+Strawberry's ``DataLoader``:
+
+* **Time.** Each round runs every implementation once per workload, in an
+  order rotated from round to round; the first round is a discarded warm-up.
+  Each timed run starts after ``gc.collect()`` with the collector enabled as
+  usual; ``gc.callbacks`` time each collection inside the run. Figures are
+  medians over the rounds; the ratios are medians of per-round ratios (paired
+  runs). Results are checked after each run (outside the timed part).
+* **Instructions** (``valgrind --tool=callgrind``, 20,000 keys by default):
+  one child process runs every workload of every implementation once untimed
+  (warm-up: imports, the interpreter's specialisation) and once measured, and
+  marks the start and the end of each measured part with ``os.getppid()``;
+  callgrind dumps its counters at every ``getppid`` (``--dump-before``), so
+  each measured part is one dump. ``PYTHONHASHSEED=0`` and a fixed order make
+  the counts the same on every run: they do not depend on the machine's load
+  nor on where a garbage collection fell (collections inside a run are part of
+  its count, as they are part of its cost). Skipped, with a note, when
+  valgrind is not installed.
 
 The event loop runs with asyncio's debug mode forced off, whatever
 ``PYTHONASYNCIODEBUG`` says: debug mode distorts timings.
@@ -50,15 +68,19 @@ import gc
 import json
 import os
 import platform
+import re
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from benchmarks._env import cpu_model, git_revision, version
+from benchmarks._env import ROOT, cpu_model, git_revision, version
 
 FANOUT = 100
 """Children per parent in the fan-out workloads."""
@@ -67,6 +89,10 @@ FULL_ROUNDS = 9
 QUICK_KEYS = 2_000
 QUICK_ROUNDS = 2
 WARMUP_ROUNDS = 1
+INSTRUCTION_KEYS = 20_000
+"""Keys per workload under callgrind."""
+QUICK_INSTRUCTION_KEYS = 1_000
+CALLGRIND_TIMEOUT = 1_800
 PEERS = ("aiodataloader", "strawberry")
 
 
@@ -170,12 +196,19 @@ IMPLS = (
 
 
 class Meter:
-    """Wall time of the timed part of a run, and the garbage collections inside it."""
+    """Wall time of the timed part of a run, and the garbage collections inside it.
 
-    def __init__(self) -> None:
+    With ``marks`` on (the callgrind child), the timed part is also bracketed by
+    two ``os.getppid()`` calls, at which callgrind dumps its counters.
+    """
+
+    def __init__(self, marks: bool = False) -> None:
         self.elapsed = 0.0
         self.gc_time = 0.0
         self.collections = [0, 0, 0]
+        self.marks = 0
+        """``getppid`` marks made so far (callgrind's dump files are numbered by them)."""
+        self._marking = marks
         self._active = False
         self._gc_started = 0.0
         self._started = 0.0
@@ -194,10 +227,16 @@ class Meter:
         self.gc_time = 0.0
         self.collections = [0, 0, 0]
         self._active = True
+        if self._marking:
+            self.marks += 1
+            os.getppid()
         self._started = time.perf_counter()
 
     def stop(self) -> None:
         self.elapsed = time.perf_counter() - self._started
+        if self._marking:
+            self.marks += 1
+            os.getppid()
         self._active = False
 
 
@@ -235,6 +274,32 @@ async def max_batch_100(impl: Impl, n: int, meter: Meter) -> tuple[int, list[lis
     meter.stop()
     check([await f for f in futures] == keys, f"{impl.name} max_batch_size")
     check(all(size <= 100 for size in made.batches), f"{impl.name} batch over 100")
+    return n, [made.batches]
+
+
+async def gathered(impl: Impl, n: int, meter: Meter) -> tuple[int, list[list[int]]]:
+    made = impl.make(None)
+    load = made.loader.load
+    keys = list(range(n))
+    meter.start()
+    values = await asyncio.gather(*[load(key) for key in keys])
+    meter.stop()
+    check(list(values) == keys, f"{impl.name} gather")
+    return n, [made.batches]
+
+
+async def task_per_key(impl: Impl, n: int, meter: Meter) -> tuple[int, list[list[int]]]:
+    made = impl.make(None)
+    load = made.loader.load
+    keys = list(range(n))
+
+    async def resolve(key: int) -> Any:  # a resolver reading one key
+        return await load(key)
+
+    meter.start()
+    values = await asyncio.gather(*[resolve(key) for key in keys])
+    meter.stop()
+    check(list(values) == keys, f"{impl.name} task per key")
     return n, [made.batches]
 
 
@@ -293,10 +358,23 @@ Workload = Callable[[Impl, int, Meter], Awaitable[tuple[int, list[list[int]]]]]
 WORKLOADS: tuple[tuple[str, Workload], ...] = (
     ("distinct keys, one tick", distinct),
     ("max_batch_size=100", max_batch_100),
+    ("asyncio.gather, one tick", gathered),
+    ("a task per key (resolver)", task_per_key),
     ("cache hits", cache_hits),
     ("fan-out 1 → 100 (load_many)", fan_out),
     ("fan-out, 0-3 awaits first", fan_out_awaits),
 )
+
+GOALS: dict[str, float] = {
+    "distinct keys, one tick": 0.8,
+    "max_batch_size=100": 0.8,
+    "asyncio.gather, one tick": 0.8,
+    "a task per key (resolver)": 0.8,
+    "cache hits": 1.0,
+    "fan-out 1 → 100 (load_many)": 0.5,
+    "fan-out, 0-3 awaits first": 0.5,
+}
+"""Issue 11's goal per workload: gqlbatch / aiodataloader, in instructions and in time."""
 
 
 @dataclass
@@ -338,29 +416,97 @@ async def run_rounds(n: int, rounds: int, progress: bool) -> dict[tuple[str, str
     return samples
 
 
+# -- instructions (callgrind) ------------------------------------------------------------
+
+
+async def _marked_runs(n: int) -> list[dict[str, Any]]:
+    """The callgrind child's work: each workload and implementation, warmed up, then marked."""
+    meter = Meter(marks=True)
+    runs = []
+    for title, workload in WORKLOADS:
+        for impl in IMPLS:
+            await workload(impl, n, Meter())  # warm-up, unmarked
+            keys, _ = await workload(impl, n, meter)
+            runs.append(
+                {"workload": title, "implementation": impl.name, "keys": keys, "dump": meter.marks}
+            )
+    return runs
+
+
+def _instructions_child(n: int, out: Path) -> int:
+    """Run under callgrind: write which dump holds each measured part."""
+    with asyncio.Runner(debug=False) as runner:
+        runs = runner.run(_marked_runs(n))
+    out.write_text(json.dumps(runs), encoding="utf-8")
+    return 0
+
+
+_TOTALS = re.compile(rb"^totals:\s*(\d+)", re.MULTILINE)
+
+
+def count_instructions(n: int) -> dict[tuple[str, str], float] | str:
+    """Instructions per key of every workload and implementation, or why there are none."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return "valgrind is not installed (apt-get install valgrind)"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "runs.json"
+        command = [
+            valgrind, "--tool=callgrind", "--dump-before=getppid",
+            f"--callgrind-out-file={tmp}/cg.out",
+            sys.executable, "-m", "benchmarks.loader_overhead",
+            "--instructions-child", str(out), "--keys", str(n),
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONASYNCIODEBUG": ""}
+        done = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, timeout=CALLGRIND_TIMEOUT
+        )
+        if done.returncode != 0 or not out.exists():
+            tail = done.stderr.decode(errors="replace")[-2000:]
+            raise SystemExit(f"the callgrind run failed ({done.returncode}):\n{tail}")
+        found: dict[tuple[str, str], float] = {}
+        for run in json.loads(out.read_text(encoding="utf-8")):
+            dump = (Path(tmp) / f"cg.out.{run['dump']}").read_bytes()
+            match = _TOTALS.search(dump)
+            if match is None:
+                raise SystemExit(f"callgrind dump {run['dump']} has no totals line")
+            found[(run["workload"], run["implementation"])] = int(match.group(1)) / run["keys"]
+    return found
+
+
 # -- reporting -------------------------------------------------------------------------
 
 
-def header(n: int, rounds: int, loop_name: str) -> list[str]:
+def header(n: int, rounds: int, loop_name: str, instruction_keys: int | None) -> list[str]:
     cores = os.cpu_count() or 0
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
     env_debug = os.environ.get("PYTHONASYNCIODEBUG", "")
     debug_note = f"forced off (PYTHONASYNCIODEBUG={env_debug!r})" if env_debug else "off"
     loop_version = f" {version('uvloop')}" if loop_name == "uvloop" else ""
+    counted = (
+        f"instructions: callgrind, {instruction_keys:,} keys per workload"
+        if instruction_keys
+        else "instructions: not counted"
+    )
+    try:
+        load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        load = "unknown"
     return [
         "## loader_overhead: per-key cost of `load`",
         "",
         f"- machine: {cpu_model()}, {cores} logical CPUs ({usable} usable), "
-        f"{platform.system()} {platform.release()}",
+        f"{platform.system()} {platform.release()}, load average at the end {load}",
         f"- Python {platform.python_version()} ({platform.python_implementation()}), "
         f"event loop: {loop_name}{loop_version}, asyncio debug {debug_note}",
         f"- gqlbatch {version('gqlbatch')} (git {git_revision()}), "
         f"aiodataloader {version('aiodataloader')}, "
         f"strawberry-graphql {version('strawberry-graphql')}",
-        f"- {n:,} keys per workload (fan-out: {max(1, n // FANOUT):,} parents x {FANOUT}); "
-        f"{rounds} interleaved rounds after {WARMUP_ROUNDS} warm-up, order rotated per round",
+        f"- time: {n:,} keys per workload (fan-out: {max(1, n // FANOUT):,} parents x {FANOUT}); "
+        f"{rounds} interleaved rounds after {WARMUP_ROUNDS} warm-up, order rotated per round; "
+        f"{counted}",
         "- µs/key: median (min-max) over rounds; GC: time in collections per key and "
-        "collections per run (generations 0/1/2), medians; ratios: medians of per-round "
+        "collections per run (generations 0/1/2), medians; time ratios: medians of per-round "
         "ratios; batches: per level (parents / children), floor has none",
         "",
     ]
@@ -370,48 +516,60 @@ def _median_or_none(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def summarize(samples: dict[tuple[str, str], list[Sample]]) -> list[dict[str, Any]]:
-    """One row per workload and implementation: medians, spread, GC and paired ratios."""
+def summarize(
+    samples: dict[tuple[str, str], list[Sample]],
+    instructions: dict[tuple[str, str], float] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per workload and implementation: medians, spread, GC, instructions, ratios."""
     rows = []
+    counted = instructions or {}
     for title, _ in WORKLOADS:
         per_key = {
             impl.name: [s.seconds / s.keys * 1e6 for s in samples[(title, impl.name)]]
             for impl in IMPLS
         }
-        faster = min(PEERS, key=lambda name: statistics.median(per_key[name]))
         for impl in IMPLS:
             runs = samples[(title, impl.name)]
             times = per_key[impl.name]
-            rows.append(
-                {
-                    "workload": title,
-                    "implementation": impl.name,
-                    "batches": None if impl.name == "floor" else sorted({s.batches for s in runs}),
-                    "us_per_key": statistics.median(times),
-                    "us_per_key_min": min(times),
-                    "us_per_key_max": max(times),
-                    "gc_us_per_key": statistics.median(s.gc_seconds / s.keys * 1e6 for s in runs),
-                    "gc_runs": [
-                        statistics.median(s.collections[g] for s in runs) for g in range(3)
-                    ],
-                    "vs_floor": _median_or_none(
-                        [t / f for t, f in zip(times, per_key["floor"], strict=True)]
-                    ),
-                    "vs_faster_peer": _median_or_none(
-                        [t / p for t, p in zip(times, per_key[faster], strict=True)]
-                    ),
-                    "faster_peer": faster,
-                }
-            )
+            ours = counted.get((title, impl.name))
+            row: dict[str, Any] = {
+                "workload": title,
+                "implementation": impl.name,
+                "batches": None if impl.name == "floor" else sorted({s.batches for s in runs}),
+                "us_per_key": statistics.median(times),
+                "us_per_key_min": min(times),
+                "us_per_key_max": max(times),
+                "gc_us_per_key": statistics.median(s.gc_seconds / s.keys * 1e6 for s in runs),
+                "gc_runs": [statistics.median(s.collections[g] for s in runs) for g in range(3)],
+                "vs_floor": _median_or_none(
+                    [t / f for t, f in zip(times, per_key["floor"], strict=True)]
+                ),
+                "instructions_per_key": ours,
+            }
+            for peer in PEERS:
+                row[f"vs_{peer}"] = _median_or_none(
+                    [t / p for t, p in zip(times, per_key[peer], strict=True)]
+                )
+                theirs = counted.get((title, peer))
+                row[f"instructions_vs_{peer}"] = (
+                    ours / theirs if ours is not None and theirs else None
+                )
+            rows.append(row)
     return rows
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
 
 
 def table(rows: list[dict[str, Any]]) -> list[str]:
     """The markdown table of :func:`summarize`'s rows."""
     lines = [
-        "| workload | implementation | batches | µs/key | min-max | GC µs/key "
-        "| GC runs 0/1/2 | vs floor | vs faster peer |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| workload | implementation | batches | instructions/key | µs/key | min-max "
+        "| GC µs/key | GC runs 0/1/2 | instructions vs aiodataloader "
+        "| time vs aiodataloader | instructions vs strawberry | time vs strawberry "
+        "| time vs floor |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for row in rows:
         impl = row["implementation"]
@@ -421,15 +579,38 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
             else ", ".join(" / ".join(f"{b:,}" for b in levels) for levels in row["batches"])
         )
         name = f"**{impl}**" if impl == "gqlbatch" else impl
-        peer_ratio = f"{row['vs_faster_peer']:.2f}" + (
-            " (faster peer)" if impl == row["faster_peer"] else ""
-        )
         collections = "/".join(f"{n:g}" for n in row["gc_runs"])
+        instructions = row.get("instructions_per_key")
         lines.append(
-            f"| {row['workload']} | {name} | {batches} | {row['us_per_key']:.3f} "
+            f"| {row['workload']} | {name} | {batches} "
+            f"| {'—' if instructions is None else f'{instructions:,.0f}'} "
+            f"| {row['us_per_key']:.3f} "
             f"| {row['us_per_key_min']:.3f}-{row['us_per_key_max']:.3f} "
             f"| {row['gc_us_per_key']:.3f} | {collections} "
-            f"| {row['vs_floor']:.2f} | {peer_ratio} |"
+            f"| {_ratio(row.get('instructions_vs_aiodataloader'))} "
+            f"| {_ratio(row.get('vs_aiodataloader'))} "
+            f"| {_ratio(row.get('instructions_vs_strawberry'))} "
+            f"| {_ratio(row.get('vs_strawberry'))} | {_ratio(row['vs_floor'])} |"
+        )
+    return lines
+
+
+def goals(rows: list[dict[str, Any]]) -> list[str]:
+    """gqlbatch / aiodataloader per workload against issue 11's goals, met or not."""
+    lines = [
+        "| workload | goal (gqlbatch / aiodataloader) | instructions | time | met |",
+        "|---|--:|--:|--:|---|",
+    ]
+    for title, _ in WORKLOADS:
+        row = next(r for r in rows if r["workload"] == title and r["implementation"] == "gqlbatch")
+        goal = GOALS[title]
+        measured = [row.get("instructions_vs_aiodataloader"), row.get("vs_aiodataloader")]
+        known = [m for m in measured if m is not None]
+        met = "yes" if known and all(m <= goal for m in known) else "no"
+        if row.get("instructions_vs_aiodataloader") is None:
+            met += " (time only)"
+        lines.append(
+            f"| {title} | ≤ {goal:.1f} | {_ratio(measured[0])} | {_ratio(measured[1])} | {met} |"
         )
     return lines
 
@@ -443,18 +624,22 @@ COLORS = {
 
 
 def chart(rows: list[dict[str, Any]], path: Path) -> None:
-    """Per-key time (left) and the GC part of it (right), per workload and implementation."""
+    """Instructions per key (left, when counted) and time per key (right)."""
     from benchmarks._env import pyplot, save
 
     plt = pyplot()
     workloads = [title for title, _ in WORKLOADS]
     names = [impl.name for impl in IMPLS]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8), sharey=True)
+    counted = all(r.get("instructions_per_key") is not None for r in rows)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 5.6), sharey=True)
     height = 0.8 / len(names)
+    measures = (
+        ("instructions_per_key", "us_per_key") if counted else ("us_per_key", "gc_us_per_key")
+    )
     for i, name in enumerate(names):
         by_workload = {r["workload"]: r for r in rows if r["implementation"] == name}
         ys = [w - 0.4 + height / 2 + i * height for w in range(len(workloads))]
-        for axis, measure in ((left, "us_per_key"), (right, "gc_us_per_key")):
+        for axis, measure in zip((left, right), measures, strict=True):
             axis.barh(
                 ys,
                 [by_workload[w][measure] for w in workloads],
@@ -464,53 +649,58 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
             )
     left.set_yticks(range(len(workloads)), workloads)
     left.invert_yaxis()
-    left.set_xlabel("µs per key (median; lower is better)")
-    right.set_xlabel("of which in the garbage collector, µs per key")
-    left.legend(loc="upper right")
+    if counted:
+        left.set_xlabel("instructions per key (callgrind; lower is better)")
+        right.set_xlabel("µs per key (median; lower is better)")
+    else:
+        left.set_xlabel("µs per key (median; lower is better)")
+        right.set_xlabel("of which in the garbage collector, µs per key")
+    left.legend(loc="lower right")
     figure.suptitle("Loader overhead per key")
     save(figure, path)
 
 
 def render(data: dict[str, Any], img_dir: Path, img_link: str) -> str:
-    """The report page's section: method, chart, table (``img_link``: the chart's URL prefix)."""
+    """The report page's section: method, chart, goals, table."""
     meta = data["meta"]
     chart(data["rows"], img_dir / "bench-loader-overhead.png")
     rows = data["rows"]
-
-    def row(workload: str, impl: str) -> dict[str, Any]:
-        return next(r for r in rows if r["workload"] == workload and r["implementation"] == impl)
-
+    instruction_keys = meta.get("instruction_keys")
+    counted = (
+        f"Instructions: `valgrind --tool=callgrind`, {instruction_keys:,} keys per workload, "
+        "each run warmed up once, then counted alone between two markers; the counts are the "
+        "same on every run (fixed order, `PYTHONHASHSEED=0`), whatever the machine's load."
+        if instruction_keys
+        else f"Instructions were not counted in this run ({meta.get('instructions_note')})."
+    )
     lines = [
         "## Loader overhead per key",
         "",
         "`benchmarks/loader_overhead.py`: gqlbatch's `KeyedLoader` beside aiodataloader, "
         "Strawberry's `DataLoader` and the asyncio floor (create a future, set it, await it), "
-        "on five workloads with trivial batch functions, so that only the loaders' own cost "
-        "is measured. Its module docstring describes each workload.",
+        "in the shapes resolvers use a loader (futures awaited one by one, `asyncio.gather`, "
+        "a task per key, cache hits, fan-out), with trivial batch functions, so that only the "
+        "loaders' own cost is measured. Its module docstring describes each workload.",
         "",
-        f"{meta['keys']:,} keys per workload; {meta['rounds']} interleaved rounds after "
+        counted,
+        "",
+        f"Time: {meta['keys']:,} keys per workload; {meta['rounds']} interleaved rounds after "
         f"{meta['warmup']} warm-up, the order of the implementations rotated each round; "
         f"event loop: {meta['loop']}. µs/key: median (min-max) over rounds. GC: time spent in "
         "collections during the run, per key, and collections per run (generations 0/1/2). "
-        "Ratios are medians of per-round ratios (paired runs); batches: per level "
-        "(parents / children).",
+        "Time ratios are medians of per-round ratios (paired runs); batches: per level "
+        "(parents / children). " + meta.get("conditions", ""),
         "",
         f"![Loader overhead per key]({img_link}bench-loader-overhead.png)",
         "",
+        "Issue 11's goals, gqlbatch / aiodataloader (met: every measured ratio at or under "
+        "the goal):",
+        "",
+        *goals(rows),
+        "",
         *table(rows),
         "",
-        "In this run, per key:",
-        "",
     ]
-    for title, _ in WORKLOADS:
-        ours = row(title, "gqlbatch")
-        faster = row(title, ours["faster_peer"])
-        lines.append(
-            f"- {title}: gqlbatch {ours['us_per_key']:.2f} µs "
-            f"({ours['gc_us_per_key']:.2f} in GC), the faster peer ({faster['implementation']}) "
-            f"{faster['us_per_key']:.2f} µs ({faster['gc_us_per_key']:.2f} in GC): "
-            f"ratio {ours['vs_faster_peer']:.2f}."
-        )
     return "\n".join(lines) + "\n"
 
 
@@ -526,6 +716,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the markdown report to this file")
     parser.add_argument("--progress", action="store_true", help="report rounds on stderr")
     parser.add_argument("--json", type=Path, help="also write the results as JSON (for the page)")
+    parser.add_argument(
+        "--instruction-keys",
+        type=int,
+        help=f"keys per workload under callgrind (default {INSTRUCTION_KEYS:,}; --quick {QUICK_INSTRUCTION_KEYS:,})",
+    )
+    parser.add_argument(
+        "--no-instructions", action="store_true", help="time only: do not run callgrind"
+    )
+    parser.add_argument("--instructions-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     n = args.keys or (QUICK_KEYS if args.quick else FULL_KEYS)
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else FULL_ROUNDS)
@@ -533,17 +732,37 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--keys must be at least {FANOUT} (one parent's fan-out), got {n}")
     if rounds < 1:
         parser.error(f"--rounds must be at least 1, got {rounds}")
+    if args.instructions_child is not None:
+        return _instructions_child(n, args.instructions_child)
+    instruction_keys = (
+        None
+        if args.no_instructions
+        else (args.instruction_keys or (QUICK_INSTRUCTION_KEYS if args.quick else INSTRUCTION_KEYS))
+    )
+    if instruction_keys is not None and instruction_keys < FANOUT:
+        parser.error(f"--instruction-keys must be at least {FANOUT}, got {instruction_keys}")
 
+    started = time.perf_counter()
+    instructions: dict[tuple[str, str], float] | None = None
+    note = "--no-instructions"
+    if instruction_keys is not None:  # first, alone: the timed rounds run after it
+        if args.progress:
+            print(f"callgrind: {instruction_keys:,} keys ...", file=sys.stderr, flush=True)
+        counted = count_instructions(instruction_keys)
+        if isinstance(counted, str):
+            note, instruction_keys = counted, None
+            print(f"instructions not counted: {counted}", file=sys.stderr)
+        else:
+            instructions = counted
     loop_factory = None
     if args.loop == "uvloop":
         import uvloop
 
         loop_factory = uvloop.new_event_loop
-    started = time.perf_counter()
     with asyncio.Runner(debug=False, loop_factory=loop_factory) as runner:
         samples = runner.run(run_rounds(n, rounds, args.progress))
-    rows = summarize(samples)
-    lines = header(n, rounds, args.loop) + table(rows)
+    rows = summarize(samples, instructions)
+    lines = header(n, rounds, args.loop, instruction_keys) + goals(rows) + [""] + table(rows)
     lines += ["", f"Total run time {time.perf_counter() - started:.0f} s.", ""]
     report = "\n".join(lines)
     print(report, flush=True)
@@ -551,7 +770,19 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(report, encoding="utf-8")
     if args.json is not None:
-        meta = {"keys": n, "rounds": rounds, "warmup": WARMUP_ROUNDS, "loop": args.loop}
+        try:
+            load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+        except OSError:
+            load = "unknown"
+        meta = {
+            "keys": n,
+            "rounds": rounds,
+            "warmup": WARMUP_ROUNDS,
+            "loop": args.loop,
+            "instruction_keys": instruction_keys,
+            "instructions_note": note,
+            "conditions": f"Load average when the timed rounds ended: {load}.",
+        }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1), encoding="utf-8")
     return 0

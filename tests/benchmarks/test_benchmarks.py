@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKLOADS = (
     "distinct keys, one tick",
     "max_batch_size=100",
+    "asyncio.gather, one tick",
+    "a task per key (resolver)",
     "cache hits",
     "fan-out 1 → 100 (load_many)",
     "fan-out, 0-3 awaits first",
