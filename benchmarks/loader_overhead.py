@@ -719,7 +719,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--instruction-keys",
         type=int,
-        help=f"keys per workload under callgrind (default {INSTRUCTION_KEYS:,}; --quick {QUICK_INSTRUCTION_KEYS:,})",
+        help=f"keys per workload under callgrind (default {INSTRUCTION_KEYS:,}; "
+        f"--quick {QUICK_INSTRUCTION_KEYS:,})",
     )
     parser.add_argument(
         "--no-instructions", action="store_true", help="time only: do not run callgrind"
@@ -734,11 +735,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--rounds must be at least 1, got {rounds}")
     if args.instructions_child is not None:
         return _instructions_child(n, args.instructions_child)
-    instruction_keys = (
-        None
-        if args.no_instructions
-        else (args.instruction_keys or (QUICK_INSTRUCTION_KEYS if args.quick else INSTRUCTION_KEYS))
-    )
+    default_keys = QUICK_INSTRUCTION_KEYS if args.quick else INSTRUCTION_KEYS
+    instruction_keys = None if args.no_instructions else (args.instruction_keys or default_keys)
     if instruction_keys is not None and instruction_keys < FANOUT:
         parser.error(f"--instruction-keys must be at least {FANOUT}, got {instruction_keys}")
 
