@@ -22,10 +22,11 @@ This module imports Strawberry, never SQLAlchemy: anything with
 :class:`Fetcher`), which is what ``gqlbatch.sqlalchemy`` provides.
 
 One concept per module, every public name re-exported here: ``protocols``
-(:class:`Fetcher`, :class:`StatementCounting`), ``spec`` (:func:`loader`),
-``registry``, ``context``, ``getter`` (:func:`context_getter`), ``extension``,
-``mutations``, ``bridge``; ``asgi`` (:class:`GraphQL`, needs Starlette) and
-``fastapi`` (needs FastAPI) are imported only when used.
+(:class:`Fetcher`, :class:`StatementCounting`), ``registry`` (:class:`LoaderRegistry`,
+:class:`LoaderSpec`), ``declare`` (:func:`loader`), ``context``, ``getter``
+(:func:`context_getter`), ``extension``, ``mutations``, ``bridge``; ``asgi``
+(:class:`GraphQL`, needs Starlette) and ``fastapi`` (needs FastAPI) are imported
+only when used.
 """
 
 from __future__ import annotations
@@ -34,12 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 from gqlbatch.strawberry.bridge import BatchLengthError, from_index_batch
 from gqlbatch.strawberry.context import Context
+from gqlbatch.strawberry.declare import loader
 from gqlbatch.strawberry.extension import LoaderExtension
 from gqlbatch.strawberry.getter import context_getter
 from gqlbatch.strawberry.mutations import invalidate, write_through
 from gqlbatch.strawberry.protocols import Fetcher, StatementCounting, StatementScope
-from gqlbatch.strawberry.registry import LoaderRegistry, RegistryClosedError
-from gqlbatch.strawberry.spec import LoaderSpec, loader
+from gqlbatch.strawberry.registry import LoaderRegistry, LoaderSpec, RegistryClosedError
 
 if TYPE_CHECKING:
     from gqlbatch.strawberry.asgi import GraphQL

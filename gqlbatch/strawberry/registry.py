@@ -1,11 +1,15 @@
-"""A request's loaders: :class:`LoaderRegistry`, declared with ``loader()``."""
+"""A request's loaders: :class:`LoaderRegistry`, and :class:`LoaderSpec`, one declared loader.
+
+The descriptor lives with the registry it reads from; :func:`~gqlbatch.strawberry.loader`
+(module ``declare``) creates one.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, NoReturn, TypeVar, overload
 
 from gqlbatch import (
     BatchOptions,
@@ -14,14 +18,86 @@ from gqlbatch import (
     LoaderStats,
     WrongEventLoopError,
 )
-from gqlbatch.strawberry.protocols import StatementCounting
-from gqlbatch.strawberry.spec import REGISTRY_OPTIONS, UNSET, LoaderSpec
+from gqlbatch.strawberry.protocols import Fetcher, StatementCounting
 
-__all__ = ["LoaderRegistry", "RegistryClosedError", "RegistryT"]
+__all__ = [
+    "ENGINE_OPTIONS",
+    "REGISTRY_OPTIONS",
+    "UNSET",
+    "LoaderRegistry",
+    "LoaderSpec",
+    "RegistryClosedError",
+    "RegistryT",
+]
 
 K = TypeVar("K")
 V = TypeVar("V")
 RegistryT = TypeVar("RegistryT", bound="LoaderRegistry")
+
+UNSET: Any = object()
+"""An option :func:`loader` was not given (None is a value some options take)."""
+
+# Options of KeyedLoader that BatchOptions validates; checked when a loader is declared.
+ENGINE_OPTIONS = (
+    "max_batch_size",
+    "max_wait_ms",
+    "max_queue_size",
+    "max_concurrency",
+    "error_mode",
+    "retry",
+    "batch_timeout_ms",
+    "name",
+)
+REGISTRY_OPTIONS = tuple(option for option in ENGINE_OPTIONS if option != "name")
+"""The engine options a registry may set for all its loaders (a name is each loader's own)."""
+
+
+class LoaderSpec(Generic[K, V]):
+    """One declared loader: a descriptor on a :class:`LoaderRegistry` subclass.
+
+    Read on the class it is the declaration itself; read on a registry
+    instance it is that instance's :class:`~gqlbatch.KeyedLoader`, created on
+    first access. Create it with :func:`loader`.
+    """
+
+    __slots__ = ("attribute", "options", "owner", "source")
+
+    def __init__(self, source: Any, options: Mapping[str, Any]) -> None:
+        self.source = source
+        self.options: Mapping[str, Any] = dict(options)
+        self.attribute = ""
+        self.owner = ""
+
+    def __set_name__(self, owner: type[Any], name: str) -> None:
+        self.attribute = name
+        self.owner = owner.__name__
+
+    @property
+    def is_fetcher(self) -> bool:
+        """Whether the source is a fetcher (bound to the registry's sessions on creation)."""
+        return isinstance(self.source, Fetcher) and not isinstance(self.source, type)
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any]) -> LoaderSpec[K, V]: ...
+
+    @overload
+    def __get__(self, instance: LoaderRegistry, owner: type[Any]) -> KeyedLoader[K, V]: ...
+
+    def __get__(
+        self, instance: LoaderRegistry | None, owner: type[Any]
+    ) -> LoaderSpec[K, V] | KeyedLoader[K, V]:
+        if instance is None:
+            return self
+        return instance._loader(self)
+
+    def __set__(self, instance: LoaderRegistry, value: object) -> NoReturn:
+        raise AttributeError(
+            f"{type(instance).__name__}.{self.attribute} is a declared loader and cannot be "
+            "assigned; declare another loader instead"
+        )
+
+    def __repr__(self) -> str:
+        return f"<loader {self.owner}.{self.attribute} of {self.source!r}>"
 
 
 class RegistryClosedError(GqlBatchError, RuntimeError):
