@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from operator import attrgetter
 from typing import Any, Generic, Self, TypeVar
 
 import sqlalchemy.exc as sa_exc
@@ -105,31 +106,38 @@ class _Fetcher(Generic[K, T]):
 
     # -- execution
 
-    async def _fetch(self, keys: list[Any]) -> tuple[dict[Any, Any], list[tuple[Any, Any]]]:
-        """Check the keys, run the statement(s); returns per-key errors and (key, object) rows."""
+    async def _fetch(self, keys: list[Any]) -> tuple[dict[Any, Any], list[Any], list[Any]]:
+        """Check the keys, run the statement(s): per-key errors, then rows' keys and objects.
+
+        One pass over the result, no row object kept: a key read from the entity
+        (``post.author_id``) is read with ``attrgetter`` over the scalars; only a
+        key in extra columns (a many-to-many's secondary table, a composite key)
+        reads the rows. ``unique()`` only when the statement needs it (joined eager
+        loading of a collection repeats the entity over rows).
+        """
         if self._sessions is None:
             raise RuntimeError(self._unbound_message())
+        spec = self._spec
         errors: dict[Any, Any] = {}
-        wanted: dict[Any, None] = {}
+        check = self._check_key
         for key in keys:
-            error = self._check_key(key)
+            error = check(key)
             if error is not None:
                 errors[key] = error
-            else:
-                wanted[key] = None
-        rows: list[tuple[Any, Any]] = []
-        if not wanted:
-            return errors, rows
-        spec = self._spec
-        unique_keys = list(wanted)
+        row_keys: list[Any] = []
+        objects: list[Any] = []
+        unique_keys = list(dict.fromkeys((k for k in keys if k not in errors) if errors else keys))
+        if not unique_keys:
+            return errors, row_keys, objects
         async with self._sessions.session() as session:
             dialect = session.get_bind(mapper=spec.mapper).dialect
             use_array = dialect.name == "postgresql"
-            statement, own_params = self._statement(dialect, use_array)
+            statement, own_params, needs_unique = self._statement(dialect, use_array)
             params: dict[str, Any] = {} if spec.limit is None else {LIMIT: spec.limit}
             chunks = [unique_keys]
             if not use_array:
                 chunks = self._chunks(unique_keys, dialect, own_params)
+            read_key = self._read_key
             for chunk in chunks:
                 if use_array and spec.composite:  # one array per key column
                     for index in range(len(spec.parts)):
@@ -137,9 +145,26 @@ class _Fetcher(Generic[K, T]):
                 else:
                     params[KEYS] = chunk
                 result = await session.execute(statement, params)
-                for row in result.unique().all():
-                    rows.append((self._row_key(row), row[0]))
-        return errors, rows
+                if needs_unique:
+                    result = result.unique()
+                if read_key is not None:
+                    found = result.scalars().all()
+                    row_keys.extend(map(read_key, found))
+                    objects.extend(found)
+                else:
+                    for row in result.all():
+                        row_keys.append(self._row_key(row))
+                        objects.append(row[0])
+        return errors, row_keys, objects
+
+    @property
+    def _read_key(self) -> Callable[[Any], Any] | None:
+        """Reads a row's key from its entity, or None when the key is in extra columns."""
+        spec = self._spec
+        part = spec.parts[0]
+        if spec.composite or part.extra or part.attribute is None:
+            return None
+        return attrgetter(part.attribute)
 
     def _check_key(self, key: Any) -> TypeError | None:
         spec = self._spec
@@ -186,8 +211,17 @@ class _Fetcher(Generic[K, T]):
         size = math.ceil(len(keys) / count)
         return [keys[i : i + size] for i in range(0, len(keys), size)]
 
-    def _statement(self, dialect: Dialect, use_array: bool) -> tuple[Select[Any], int]:
-        """The batch's statement (built once per kind) and its bind parameters besides keys."""
+    def _statement(self, dialect: Dialect, use_array: bool) -> tuple[Select[Any], int, bool]:
+        """The batch's statement (built once per kind), its bind parameters besides keys,
+        and whether its result needs ``unique()``.
+
+        SQLAlchemy requires ``unique()`` when joined eager loading of a collection
+        (``joinedload(User.posts)``, or ``lazy="joined"`` on the mapper) repeats
+        an entity over several rows; its compile state says so. Elsewhere each
+        row is one entity (with its key), and ``unique()`` would only build a
+        second row object per row to hash. Should that attribute ever be missing,
+        every result is made unique, as before.
+        """
         cache_key = (dialect.name, use_array)
         cached = self._spec.statements.get(cache_key)
         if cached is None:
@@ -196,7 +230,9 @@ class _Fetcher(Generic[K, T]):
             own = sum(
                 _parameter_count(bind) for bind, name in compiled.bind_names.items() if name != KEYS
             )
-            cached = self._spec.statements[cache_key] = (statement, own)
+            state = compiled.compile_state
+            needs_unique = bool(getattr(state, "multi_row_eager_loaders", True))
+            cached = self._spec.statements[cache_key] = (statement, own, needs_unique)
         return cached
 
     def _build(self, use_array: bool) -> Select[Any]:
@@ -305,13 +341,12 @@ class OneFetcher(_Fetcher[K, T]):
 
     async def __call__(self, keys: list[K]) -> Mapping[K, T | BaseException]:
         """The batch function: one statement (or a few, see the module) for ``keys``."""
-        errors, rows = await self._fetch(keys)
+        errors, row_keys, objects = await self._fetch(keys)
         found: dict[Any, Any] = dict(errors)
-        for key, obj in rows:
-            previous = found.get(key)
-            if previous is None:
-                found[key] = obj
-            elif previous is not obj and not isinstance(previous, BaseException):
+        first = found.setdefault
+        for key, obj in zip(row_keys, objects, strict=True):
+            previous = first(key, obj)
+            if previous is not obj and not isinstance(previous, BaseException):
                 found[key] = sa_exc.MultipleResultsFound(
                     f"loader {self._spec.name!r}: more than one {self.entity.__name__} "
                     f"row for key {key!r}"
@@ -331,13 +366,17 @@ class ManyFetcher(_Fetcher[K, T]):
 
     async def __call__(self, keys: list[K]) -> Mapping[K, list[T] | BaseException]:
         """The batch function: every valid key maps to a list, ``[]`` when nothing matches."""
-        errors, rows = await self._fetch(keys)
-        found: dict[Any, Any] = {key: [] for key in keys if key not in errors}
-        found.update(errors)
-        for key, obj in rows:
+        errors, row_keys, objects = await self._fetch(keys)
+        if errors:
+            found: dict[Any, Any] = {key: [] for key in keys if key not in errors}
+            found.update(errors)
+        else:
+            found = {key: [] for key in keys}
+        group_of = found.get
+        for key, obj in zip(row_keys, objects, strict=True):
             # A row whose key nobody asked for (a case-insensitive collation can
             # match "ADA" for "ada") is left out rather than failing the batch.
-            group = found.get(key)
-            if isinstance(group, list):
+            group = group_of(key)
+            if type(group) is list:
                 group.append(obj)
         return found

@@ -45,7 +45,7 @@ class FetcherSpec:
     max_params: int | None = None
     relationship: RelationshipProperty[Any] | None = None
     parent_attributes: tuple[str, ...] = ()
-    statements: dict[tuple[str, bool], tuple[Select[Any], int]] = field(
+    statements: dict[tuple[str, bool], tuple[Select[Any], int, bool]] = field(
         default_factory=dict, compare=False
     )
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
-from gqlbatch.strawberry.protocols import StatementCounting, StatementScope
+from gqlbatch.strawberry.protocols import StatementCounting, StatementScope, counts_statements
 from gqlbatch.strawberry.registry import LoaderRegistry
 
 if TYPE_CHECKING:
@@ -170,6 +170,6 @@ def _statements_of(context: Any, registry: LoaderRegistry) -> StatementCounting 
         if isinstance(context, Mapping)
         else getattr(context, "statements", None)
     )
-    if isinstance(found, StatementCounting):
+    if counts_statements(found):
         return found
     return registry.statements

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Fetcher", "StatementCounting", "StatementScope"]
+__all__ = ["Fetcher", "StatementCounting", "StatementScope", "counts_statements", "is_fetcher"]
 
 
 @runtime_checkable
@@ -55,3 +55,22 @@ class StatementCounting(Protocol):
     """
 
     def scope(self) -> AbstractContextManager[StatementScope]: ...
+
+
+# A runtime-checkable Protocol's isinstance walks the protocol's members on every
+# call (tens of microseconds on CPython 3.11). What runs per request asks these
+# instead: the same question, answered by one getattr per member.
+
+
+def is_fetcher(source: object) -> bool:
+    """Whether ``source`` is a :class:`Fetcher` instance (a class is not one)."""
+    return (
+        not isinstance(source, type)
+        and hasattr(source, "loader_options")
+        and hasattr(source, "bind")
+    )
+
+
+def counts_statements(counter: object) -> bool:
+    """Whether ``counter`` is a :class:`StatementCounting` object (has ``scope``)."""
+    return hasattr(counter, "scope")

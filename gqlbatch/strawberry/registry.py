@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Generic, NoReturn, TypeVar, overload
 
@@ -18,7 +19,7 @@ from gqlbatch import (
     LoaderStats,
     WrongEventLoopError,
 )
-from gqlbatch.strawberry.protocols import Fetcher, StatementCounting
+from gqlbatch.strawberry.protocols import StatementCounting, counts_statements, is_fetcher
 
 __all__ = [
     "ENGINE_OPTIONS",
@@ -60,13 +61,14 @@ class LoaderSpec(Generic[K, V]):
     first access. Create it with :func:`loader`.
     """
 
-    __slots__ = ("attribute", "options", "owner", "source")
+    __slots__ = ("_fetcher", "attribute", "options", "owner", "source")
 
     def __init__(self, source: Any, options: Mapping[str, Any]) -> None:
         self.source = source
         self.options: Mapping[str, Any] = dict(options)
         self.attribute = ""
         self.owner = ""
+        self._fetcher = is_fetcher(source)
 
     def __set_name__(self, owner: type[Any], name: str) -> None:
         self.attribute = name
@@ -75,7 +77,7 @@ class LoaderSpec(Generic[K, V]):
     @property
     def is_fetcher(self) -> bool:
         """Whether the source is a fetcher (bound to the registry's sessions on creation)."""
-        return isinstance(self.source, Fetcher) and not isinstance(self.source, type)
+        return self._fetcher
 
     @overload
     def __get__(self, instance: None, owner: type[Any]) -> LoaderSpec[K, V]: ...
@@ -170,19 +172,11 @@ class LoaderRegistry:
         statements: StatementCounting | None = None,
         options: Mapping[str, Any] | None = None,
     ):
-        if statements is not None and not isinstance(statements, StatementCounting):
+        if statements is not None and not counts_statements(statements):
             raise TypeError(
                 f"statements must have a scope() method (a StatementCounter), got {statements!r}"
             )
-        defaults = dict(options or {})
-        unknown = sorted(set(defaults) - set(REGISTRY_OPTIONS))
-        if unknown:
-            raise TypeError(
-                f"{type(self).__name__}(options=...): {', '.join(map(repr, unknown))} "
-                f"cannot be set for every loader; allowed: {', '.join(REGISTRY_OPTIONS)}"
-            )
-        BatchOptions(**defaults)
-        self._defaults = defaults
+        self._defaults = self._checked_options(options) if options else {}
         self.sessions = sessions
         """The session source fetchers are bound to (None when not given)."""
         self.statements = statements
@@ -190,6 +184,7 @@ class LoaderRegistry:
         self._loaders: dict[str, KeyedLoader[Any, Any]] = {}
         self._sql: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None  # the thread self._loop runs in
         self._operations = 0
         self._closed = False
 
@@ -255,11 +250,51 @@ class LoaderRegistry:
 
     # --- private: creation and the operation lifecycle
 
+    @classmethod
+    def _checked_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options=`` validated, once per registry class and set of options.
+
+        A server builds a registry per request with the same options (a
+        ``functools.partial``): they are checked on the first and remembered.
+        """
+        defaults = dict(options)
+        try:
+            key: Any = (cls, tuple(sorted(defaults.items())))
+            hash(key)
+        except TypeError:  # an unhashable value: checked every time
+            key = None
+        if key is not None and key in _CHECKED_OPTIONS:
+            return defaults
+        unknown = sorted(set(defaults) - set(REGISTRY_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"{cls.__name__}(options=...): {', '.join(map(repr, unknown))} "
+                f"cannot be set for every loader; allowed: {', '.join(REGISTRY_OPTIONS)}"
+            )
+        BatchOptions(**defaults)
+        if key is not None and len(_CHECKED_OPTIONS) < _CHECKED_OPTIONS_MAX:
+            _CHECKED_OPTIONS.add(key)
+        return defaults
+
     def _loader(self, spec: LoaderSpec[K, V]) -> KeyedLoader[K, V]:
-        """The loader for ``spec``: created on first access, refused once closed."""
+        """The loader for ``spec``: created on first access, refused once closed.
+
+        The fast path (the loader exists, and this registry's loop is running in
+        this thread, so it is the running loop: a thread runs one loop at a
+        time) asks for no running loop: on CPython 3.11 that costs a
+        ``getpid()`` system call, once per ``info.context.loaders.x``.
+        """
         if self._closed:
             raise RegistryClosedError(type(self).__name__, spec.attribute)
         made = self._loaders.get(spec.attribute)
+        bound = self._loop
+        if (
+            made is not None
+            and bound is not None
+            and self._thread == threading.get_ident()
+            and bound.is_running()
+        ):
+            return made
         loop = _running_loop()
         if made is not None:
             # The core raises WrongEventLoopError on use; failing at access points at
@@ -269,6 +304,7 @@ class LoaderRegistry:
             return made
         if self._loop is None:
             self._loop = loop
+            self._thread = threading.get_ident()
         elif loop is not None and loop is not self._loop:
             raise WrongEventLoopError(spec.options.get("name", spec.attribute))
         made = self._create(spec)
@@ -332,6 +368,11 @@ class LoaderRegistry:
         self._loop = None
         for made in loaders:
             made.close()
+
+
+_CHECKED_OPTIONS: set[Any] = set()
+"""(registry class, options) pairs already validated by ``LoaderRegistry._checked_options``."""
+_CHECKED_OPTIONS_MAX = 1024
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.exc import InvalidRequestError, MultipleResultsFound
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from gqlbatch.sqlalchemy import (
     ManyFetcher,
@@ -258,6 +258,22 @@ async def test_loader_options_work_with_a_per_key_limit(db: Database) -> None:
     result, sql = await fetch(db, fetcher, [1])
     assert len(sql) == 2
     assert [[c.body for c in p.comments] for p in result[1]] == [["on 1"], []]
+
+
+async def test_joined_eager_loading_of_a_collection_gives_each_object_once(db: Database) -> None:
+    # joinedload repeats a user over one row per post: the fetcher must make the
+    # rows unique (SQLAlchemy refuses them otherwise), with or without a limit.
+    users, _ = await fetch(db, by_column(User.id, options=[joinedload(User.posts)]), [1, 2])
+    assert sorted(users) == [1, 2]
+    assert len(users[2].posts) == CHILDREN
+    fetcher = by_group(Post.author_id, options=[joinedload(Post.tags)])
+    grouped, _ = await fetch(db, fetcher, [2])
+    assert len(grouped[2]) == CHILDREN
+    assert len({p.id for p in grouped[2]}) == CHILDREN
+    limited, _ = await fetch(
+        db, by_group(Post.author_id, limit=2, options=[joinedload(Post.tags)]), [2]
+    )
+    assert len(limited[2]) == 2
 
 
 async def test_shared_session_objects_stay_loaded_after_aclose(db: Database) -> None:

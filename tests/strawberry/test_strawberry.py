@@ -303,6 +303,16 @@ def test_registry_options_are_checked_when_the_registry_is_made() -> None:
         Loaders(options={"max_batch_size": 0})
 
 
+def test_registry_options_checked_once_are_still_refused_every_time_they_are_bad() -> None:
+    good = {"max_batch_size": 50}
+    for _ in range(3):  # the same options, as a server's functools.partial passes them
+        assert Loaders(options=good).user.options.max_batch_size == 50
+        with pytest.raises(ValueError, match="max_batch_size"):
+            Loaders(options={"max_batch_size": 0})
+    with pytest.raises(ValueError, match="max_batch_size"):
+        Loaders(options={"max_batch_size": -1, "retry": gqlbatch.RetryPolicy()})
+
+
 async def test_a_closed_registry_refuses_to_hand_out_loaders() -> None:
     loaders = Loaders()
     pending = loaders.user.load(1)
@@ -673,6 +683,20 @@ async def test_a_loader_used_from_another_event_loop_raises_a_clear_error() -> N
     assert [type(e) for e in errors] == [WrongEventLoopError] * 3
     assert "loader 'user' is bound to another event loop" in str(errors[0])
     assert "loader 'user' is bound to another event loop" in str(errors[1])
+
+
+def test_a_registry_reused_on_a_later_event_loop_of_the_same_thread_refuses_at_access() -> None:
+    loaders = Loaders()
+
+    async def first() -> None:
+        await loaders.user.load(1)
+
+    async def later() -> None:
+        _ = loaders.user
+
+    asyncio.run(first())
+    with pytest.raises(WrongEventLoopError, match="loader 'user' is bound to another event loop"):
+        asyncio.run(later())
 
 
 # --------------------------------------------------------------------------- the bridge
