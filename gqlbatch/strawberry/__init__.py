@@ -14,6 +14,8 @@ them:
 - :class:`LoaderExtension` closes every loader of the operation when it ends,
   and optionally reports batching statistics in the response's ``extensions``.
 - :func:`write_through` and :func:`invalidate` keep a mutation's response fresh.
+- :class:`DocumentCache` parses and validates each query text once, every
+  limit still applied on every request.
 - :func:`from_index_batch` adapts a batch function written for Strawberry's
   ``DataLoader`` or aiodataloader (a list aligned with the keys).
 
@@ -24,7 +26,7 @@ This module imports Strawberry, never SQLAlchemy: anything with
 One concept per module, every public name re-exported here: ``protocols``
 (:class:`Fetcher`, :class:`StatementCounting`), ``registry`` (:class:`LoaderRegistry`,
 :class:`LoaderSpec`), ``declare`` (:func:`loader`), ``context``, ``getter``
-(:func:`context_getter`), ``extension``, ``mutations``, ``bridge``; ``asgi``
+(:func:`context_getter`), ``extension``, ``mutations``, ``bridge``, ``documents``; ``asgi``
 (:class:`GraphQL`, needs Starlette) and ``fastapi`` (needs FastAPI) are imported
 only when used.
 """
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from gqlbatch.strawberry.bridge import BatchLengthError, from_index_batch
 from gqlbatch.strawberry.context import Context
 from gqlbatch.strawberry.declare import loader
+from gqlbatch.strawberry.documents import DocumentCache
 from gqlbatch.strawberry.extension import LoaderExtension
 from gqlbatch.strawberry.getter import context_getter
 from gqlbatch.strawberry.mutations import invalidate, write_through
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BatchLengthError",
     "Context",
+    "DocumentCache",
     "Fetcher",
     "GraphQL",
     "LoaderExtension",
