@@ -82,8 +82,14 @@ COMMENTS_PER_POST = 3
 FULL = {"rounds": 15, "pages": (10, 100)}
 QUICK = {"rounds": 2, "pages": (10,)}
 CALLGRIND_TIMEOUT = 1_800
-VARIANTS = ("gqlbatch", "aiodataloader", "strawberry", "sqlalchemy-mapper")
-PEERS = VARIANTS[1:]
+VARIANTS = (
+    "gqlbatch",
+    "gqlbatch + DocumentCache",
+    "aiodataloader",
+    "strawberry",
+    "sqlalchemy-mapper",
+)
+PEERS = VARIANTS[2:]
 
 QUERY = """query Feed($limit: Int!) { users(limit: $limit) { id name
   posts { id title comments { id body author { id name } } } } }"""
@@ -256,7 +262,13 @@ def variants(maker: async_sessionmaker[Any]) -> dict[str, Variant]:
     from strawberry_sqlalchemy_mapper import StrawberrySQLAlchemyLoader
 
     from gqlbatch.sqlalchemy import PerBatchSessions, by_column, by_group
-    from gqlbatch.strawberry import Context, LoaderExtension, LoaderRegistry, loader
+    from gqlbatch.strawberry import (
+        Context,
+        DocumentCache,
+        LoaderExtension,
+        LoaderRegistry,
+        loader,
+    )
 
     class Loaders(LoaderRegistry):
         posts = loader(by_group(Post.author_id, order_by=Post.id))
@@ -303,6 +315,11 @@ def variants(maker: async_sessionmaker[Any]) -> dict[str, Variant]:
         "gqlbatch": Variant(
             "gqlbatch",
             strawberry.Schema(Query, extensions=[LoaderExtension]),
+            lambda: Context(loaders=Loaders(sessions=sessions)),
+        ),
+        "gqlbatch + DocumentCache": Variant(
+            "gqlbatch + DocumentCache",
+            strawberry.Schema(Query, extensions=[DocumentCache().extension(), LoaderExtension]),
             lambda: Context(loaders=Loaders(sessions=sessions)),
         ),
         "aiodataloader": Variant("aiodataloader", plain, aiodataloader_context),

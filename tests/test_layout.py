@@ -56,6 +56,7 @@ PUBLIC: dict[str, tuple[str, ...]] = {
     "gqlbatch.strawberry": (
         "BatchLengthError",
         "Context",
+        "DocumentCache",
         "Fetcher",
         "GraphQL",
         "LoaderExtension",
@@ -88,6 +89,7 @@ PUBLIC: dict[str, tuple[str, ...]] = {
         "db_retry_policy",
     ),
     "gqlbatch.otel": ("TracingObserver", "instrument", "uninstrument"),
+    "gqlbatch.gc_tuning": ("GC_YOUNG_THRESHOLD", "gc_tuned"),
 }
 
 # The third-party packages each integration is written against.
