@@ -137,7 +137,7 @@ def create_app(
     OpenTelemetry spans for each operation, resolver and loader batch, sent to
     ``tracer_provider`` (default: OpenTelemetry's global provider). It needs the
     ``otel`` extra. ``query`` and ``mutation`` replace the root types (the
-    benchmarks' per-field-query variant, ``benchmarks.naive``, does).
+    benchmarks' per-field-query variant, ``benchmarks._naive``, does).
     """
     settings = settings or Settings.from_env()
     tracing = settings.tracing if tracing is None else tracing

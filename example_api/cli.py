@@ -4,7 +4,7 @@ Every setting's flag (declared with the setting in :mod:`example_api.settings`)
 overrides its environment variable, so ``DATABASE_URL=... python -m example_api
 serve`` and ``python -m example_api serve --database-url ...`` are the same.
 ``serve --factory MODULE:NAME`` runs another app factory over the same
-settings (``benchmarks.naive:create_app``, the per-field-query variant).
+settings (``benchmarks._naive:create_app``, the per-field-query variant).
 """
 
 from __future__ import annotations
