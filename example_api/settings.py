@@ -15,7 +15,9 @@ Everything else is derived from those declarations:
 
 The parser comes from the default's type: a ``bool`` reads 1/0, true/false,
 yes/no, on/off; an ``int`` reads an integer at least ``minimum``; a ``str`` is
-taken as it is (empty: the default). A bad value raises :class:`SettingsError`
+taken as it is (empty: the default; an optional one, such as a URL that turns
+a feature on, defaults to ``""``). Another type needs its branch in
+:meth:`Setting.parse` and :meth:`Setting.format`. A bad value raises :class:`SettingsError`
 naming the variable (or flag) and the value.
 
 How to add a setting (one place, this file): add a field to :class:`Settings`
