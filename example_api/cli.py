@@ -67,12 +67,26 @@ def serve(args: argparse.Namespace) -> int:
     os.environ.update(replace(settings, migrate_on_start=False).to_env())
     if settings.debug and settings.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("debug mode on %s: GraphiQL and full errors are public", settings.host)
+    if settings.workers > 1:
+        # uvicorn's workers would share one listening socket, and keep-alive clients
+        # that connect at once could all land on one worker: each worker listens on
+        # its own SO_REUSEPORT socket instead (example_api.workers).
+        from example_api.workers import WorkerOptions, run_workers
+
+        options = WorkerOptions(
+            app=args.factory,
+            host=settings.host,
+            port=settings.port,
+            log_level=args.log_level,
+            log_config=_log_config(args.log_level),
+            graceful_timeout=args.graceful_timeout,
+        )
+        return run_workers(options, settings.workers)
     uvicorn.run(
         args.factory,
         factory=True,
         host=settings.host,
         port=settings.port,
-        workers=settings.workers,
         log_level=args.log_level,
         log_config=_log_config(args.log_level),
         timeout_graceful_shutdown=args.graceful_timeout,

@@ -117,6 +117,59 @@ def test_several_workers_on_postgresql_share_the_views_and_batch_alike(
         assert scalar(url, "SELECT view_count FROM posts WHERE id = 3") == 60
 
 
+def test_keep_alive_clients_that_connect_at_once_are_spread_over_the_workers(
+    pg_url: str, tmp_path: Path
+) -> None:
+    # With one shared listening socket, the worker that wakes first may accept all
+    # 16 connections and keep them. Each worker has its own SO_REUSEPORT listener
+    # instead; the kernel spreads connections by a hash of the client's port (all
+    # 16 on one worker: a chance of 2 in 65,536).
+    args = ["--workers", "2", "--seed-if-empty", "5"]
+    with (
+        private_database(pg_url, "spread") as url,
+        run_server(url, tmp_path, args=args) as server,
+    ):
+        workers = _worker_processes(server.process.pid)
+        assert len(workers) == 2
+        port = int(server.url.rsplit(":", 1)[1])
+        clients = [httpx.Client(timeout=30) for _ in range(16)]
+        try:
+            with ThreadPoolExecutor(16) as pool:  # connect at once, and stay connected
+                codes = list(pool.map(lambda c: c.get(f"{server.url}/healthz"), clients))
+            assert [r.status_code for r in codes] == [200] * 16
+            held = {pid: _sockets_on(port, pid, "01") for pid in workers}  # ESTABLISHED
+            listening = {pid: _sockets_on(port, pid, "0A") for pid in workers}  # LISTEN
+        finally:
+            for client in clients:
+                client.close()
+    # Each worker listens on a socket of its own (not one socket shared by both) ...
+    assert all(len(sockets) == 1 for sockets in listening.values()), listening
+    assert len(set().union(*listening.values())) == 2, listening
+    # ... and the kernel gave each of them connections.
+    assert sum(map(len, held.values())) == 16, held
+    assert all(held.values()), held
+
+
+def _sockets_on(port: int, pid: int, state: str) -> set[str]:
+    """Inodes of the TCP sockets on local ``port`` in ``state`` (hex, /proc) that ``pid`` holds."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = fd.readlink().name
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            held.add(target[len("socket:[") : -1])
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == state and fields[9] in held:
+                found.add(fields[9])
+    return found
+
+
 def _worker_processes(parent: int) -> list[int]:
     """Children of ``parent`` running uvicorn workers (multiprocessing spawn children)."""
     children = []
