@@ -16,7 +16,7 @@ tracer provider unless ``create_app`` is given one.
 Lifecycle: on start the server applies ``alembic upgrade head`` (unless
 ``EXAMPLE_API_MIGRATE=0``), opens the view queue and tunes the garbage
 collector (unless ``EXAMPLE_API_GC_TUNING=0``; see
-:func:`example_api.gc_tuning.gc_tuned`). On SIGTERM or SIGINT uvicorn stops
+`gqlbatch.gc_tuning.gc_tuned`). On SIGTERM or SIGINT uvicorn stops
 accepting connections and lets requests in flight finish; then the view queue
 writes every accepted view, the database pool is closed and the collector is
 set back as it was.
@@ -49,7 +49,6 @@ from example_api import migrations, schema
 from example_api.context import AppContext
 from example_api.db import create_engine, create_sessionmaker
 from example_api.extensions import ExampleSchema, PublicErrors, RequestStats
-from example_api.gc_tuning import gc_tuned
 from example_api.loaders import Loaders, registry_options
 from example_api.metrics import Metrics
 from example_api.middleware import BodySizeLimit, MetricsMiddleware
@@ -57,6 +56,7 @@ from example_api.settings import Settings, SettingsError
 from example_api.state import AppState
 from example_api.views import ViewCounter
 from gqlbatch import add_observer, remove_observer
+from gqlbatch.gc_tuning import gc_tuned
 from gqlbatch.sqlalchemy import PerBatchSessions, StatementCounter
 from gqlbatch.strawberry import GraphQL, LoaderExtension
 

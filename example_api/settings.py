@@ -347,7 +347,7 @@ class Settings(_FromEnv):
         "EXAMPLE_API_GC_TUNING",
         True,
         "the collector skips start-up objects and collects young objects every 10,000 "
-        "allocations, not 700 (`example_api.gc_tuning`)",
+        "allocations, not 700 (`gqlbatch.gc_tuning`)",
     )
     tracing: bool = setting(
         "EXAMPLE_API_OTEL",

@@ -19,13 +19,13 @@ from sqlalchemy.engine import Dialect
 from example_api import migrations
 from example_api.app import create_app
 from example_api.db import create_engine, create_sessionmaker
-from example_api.gc_tuning import GC_YOUNG_THRESHOLD, gc_tuned
 from example_api.loaders import Loaders
 from example_api.metrics import Metrics
 from example_api.models import Comment, Post, Tag, User, post_tags
 from example_api.seed import SeedPlan, is_empty, seed
 from example_api.settings import DEFAULT_DATABASE_URL, Settings, SettingsError
 from example_api.views import ViewCounter, ViewsClosedError, add_views
+from gqlbatch.gc_tuning import GC_YOUNG_THRESHOLD
 from gqlbatch.sqlalchemy import PerBatchSessions, StatementCounter
 from tests.example_api.e2e.server import ROOT, scalar
 
@@ -145,20 +145,6 @@ def test_seed_plan_rejects_negative_counts() -> None:
 
 
 # -- the garbage collector ------------------------------------------------------------------
-
-
-def test_gc_tuned_freezes_start_up_and_the_last_user_restores_the_collector() -> None:
-    before = gc.get_threshold()
-    assert gc.get_freeze_count() == 0, "nothing in the test process froze objects before"
-    with gc_tuned():
-        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
-        assert gc.get_freeze_count() > 0
-        with gc_tuned():  # a second app in the same process
-            pass
-        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD  # the first one still runs
-        assert gc.get_freeze_count() > 0
-    assert gc.get_threshold() == before
-    assert gc.get_freeze_count() == 0
 
 
 @pytest.mark.parametrize("tuning", [True, False])
