@@ -120,10 +120,14 @@ class _Fetcher(Generic[K, T]):
         spec = self._spec
         errors: dict[Any, Any] = {}
         check = self._check_key
+        # A key of exactly the column's type (an int for an Integer column: not a
+        # bool) needs no further check; anything else is checked in full.
+        exact = None if spec.composite else spec.parts[0].python_type
         for key in keys:
-            error = check(key)
-            if error is not None:
-                errors[key] = error
+            if type(key) is not exact:
+                error = check(key)
+                if error is not None:
+                    errors[key] = error
         row_keys: list[Any] = []
         objects: list[Any] = []
         unique_keys = list(dict.fromkeys((k for k in keys if k not in errors) if errors else keys))

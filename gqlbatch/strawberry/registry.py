@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import threading
 from collections.abc import Callable, Mapping
+from threading import get_ident
 from typing import Any, ClassVar, Generic, NoReturn, TypeVar, overload
 
 from gqlbatch import (
@@ -90,6 +90,17 @@ class LoaderSpec(Generic[K, V]):
     ) -> LoaderSpec[K, V] | KeyedLoader[K, V]:
         if instance is None:
             return self
+        # The fast path of LoaderRegistry._loader, inlined: one Python call per
+        # ``info.context.loaders.x`` instead of two (a resolver makes one per key).
+        made = instance._loaders.get(self.attribute)
+        bound = instance._loop
+        if (
+            made is not None
+            and bound is not None
+            and instance._thread == get_ident()
+            and bound.is_running()
+        ):
+            return made
         return instance._loader(self)
 
     def __set__(self, instance: LoaderRegistry, value: object) -> NoReturn:
@@ -291,7 +302,7 @@ class LoaderRegistry:
         if (
             made is not None
             and bound is not None
-            and self._thread == threading.get_ident()
+            and self._thread == get_ident()
             and bound.is_running()
         ):
             return made
@@ -304,7 +315,7 @@ class LoaderRegistry:
             return made
         if self._loop is None:
             self._loop = loop
-            self._thread = threading.get_ident()
+            self._thread = get_ident()
         elif loop is not None and loop is not self._loop:
             raise WrongEventLoopError(spec.options.get("name", spec.attribute))
         made = self._create(spec)
