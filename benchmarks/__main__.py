@@ -21,7 +21,7 @@ import time
 import traceback
 from pathlib import Path
 
-ORDER = ("loader_overhead", "example_api_compare", "server_throughput")
+ORDER = ("loader_overhead", "graphql_e2e", "example_api_compare", "server_throughput")
 """Benchmarks that run first, in this order, when present."""
 
 HERE = Path(__file__).resolve().parent

@@ -33,7 +33,7 @@ def run_benchmarks(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         encoding="utf-8",
-        timeout=150,
+        timeout=300,
     )
 
 
@@ -74,6 +74,19 @@ def test_quick_run_reports_every_workload_for_every_implementation(
         assert fact in written
 
 
+def test_quick_run_resolves_the_request_with_every_variant(quick_run: tuple[Path, str]) -> None:
+    out, _ = quick_run
+    report = (out / "graphql_e2e.md").read_text(encoding="utf-8")
+    rows = {
+        tuple(cell.strip().strip("*") for cell in line.strip("|").split("|")[:4])
+        for line in report.splitlines()
+        if line.startswith("| ")
+    }
+    for collector in ("default", "gc_tuned()"):
+        for variant in ("gqlbatch", "gqlbatch + DocumentCache", "aiodataloader", "strawberry"):
+            assert (collector, "10", variant, "4") in rows, rows  # 4 statements each
+
+
 def test_quick_run_compares_batched_and_naive_on_both_backends(
     quick_run: tuple[Path, str],
 ) -> None:
@@ -107,6 +120,7 @@ def test_the_report_page_is_generated_with_its_charts(quick_run: tuple[Path, str
     assert "not reachable" not in page
     for section in (
         "## Loader overhead per key",
+        "## A whole GraphQL request, in process",
         "## Example API: statements and latency per request, batched vs naive",
         "## The real server under concurrent load",
     ):
