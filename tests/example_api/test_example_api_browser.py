@@ -18,13 +18,17 @@ import json
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
 
 from tests.example_api.e2e.server import FOUR_LEVELS, Server, run_server
+
+if TYPE_CHECKING:  # imported in the tests: a machine without Playwright skips them
+    from playwright.async_api import Page, Route
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = (
@@ -70,20 +74,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield running
 
 
+@dataclass
+class Tab:
+    """A Chromium page that can reach loopback only, with what it refused and what it threw."""
+
+    page: Page
+    refused: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
 @pytest.fixture
-async def page(server: Server) -> AsyncIterator[Any]:
-    """A Chromium page that can reach loopback only; it records what it refused and threw."""
-    from playwright.async_api import Route, async_playwright
-
-    refused: list[str] = []
-    errors: list[str] = []
-
-    async def loopback_only(route: Route) -> None:
-        if urlsplit(route.request.url).hostname in LOOPBACK:
-            await route.continue_()
-        else:
-            refused.append(route.request.url)
-            await route.abort("internetdisconnected")
+async def tab(server: Server) -> AsyncIterator[Tab]:
+    from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
@@ -91,25 +93,33 @@ async def page(server: Server) -> AsyncIterator[Any]:
         )
         try:
             context = await browser.new_context(viewport={"width": 1400, "height": 900})
+            opened = Tab(await context.new_page())
+
+            async def loopback_only(route: Route) -> None:
+                if urlsplit(route.request.url).hostname in LOOPBACK:
+                    await route.continue_()
+                else:
+                    opened.refused.append(route.request.url)
+                    await route.abort("internetdisconnected")
+
             await context.route("**/*", loopback_only)
-            tab = await context.new_page()
-            tab.on("pageerror", lambda error: errors.append(str(error)))
-            tab.set_default_timeout(WAIT_MS)
-            tab.refused, tab.errors = refused, errors
-            yield tab
+            opened.page.on("pageerror", lambda error: opened.errors.append(str(error)))
+            opened.page.set_default_timeout(WAIT_MS)
+            yield opened
         finally:
             await browser.close()
 
 
-async def _editor_text(page: Any, pane: str) -> str:
+async def _editor_text(page: Page, pane: str) -> str:
     """The whole text of a GraphiQL CodeMirror pane (the DOM shows only visible lines)."""
     text: str = await page.eval_on_selector(f"{pane} .CodeMirror", "e => e.CodeMirror.getValue()")
     return text
 
 
 async def test_graphiql_runs_the_four_level_query_offline(
-    server: Server, page: Any, tmp_path: Path
+    server: Server, tab: Tab, tmp_path: Path
 ) -> None:
+    page = tab.page
     query = " ".join((FOUR_LEVELS % USERS).split())
     await page.goto(f"{server.url}/graphql")
     editor = page.locator(".graphiql-query-editor .CodeMirror")
@@ -130,8 +140,8 @@ async def test_graphiql_runs_the_four_level_query_offline(
     assert stats, "extensions.gqlbatch lists no loader"
     for name, loader in stats.items():
         assert loader["keys_requested"] >= 1, (name, loader)
-    assert page.refused == [], "the page tried to leave loopback"
-    assert page.errors == [], "the page threw"
+    assert tab.refused == [], "the page tried to leave loopback"
+    assert tab.errors == [], "the page threw"
 
     screenshot = tmp_path / "graphiql.png"
     await page.screenshot(path=str(screenshot))
