@@ -15,7 +15,7 @@ PORT ?= $(or $(EXAMPLE_API_PORT),8000)
 
 export PYTHONASYNCIODEBUG ?= 1
 
-.PHONY: run test lint typecheck pytest soak bench docs clean vendor-graphiql screenshot
+.PHONY: run test lint typecheck pytest soak bench docs clean vendor-graphiql screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,9 +37,9 @@ run: $(RUN_STAMP)
 vendor-graphiql: $(STAMP)
 	$(BIN)/python scripts/vendor_graphiql.py
 
-# Regenerate docs/img/graphiql.png with the real-browser test (needs /usr/bin/chromium).
-screenshot: $(STAMP)
-	GQLBATCH_SCREENSHOT=docs/img/graphiql.png $(BIN)/python -W error -m pytest -p no:cacheprovider \
+# Regenerate docs/img/graphiql*.png with the real-browser test (needs /usr/bin/chromium).
+screenshots: $(STAMP)
+	GQLBATCH_SCREENSHOT_DIR=docs/img $(BIN)/python -W error -m pytest -p no:cacheprovider \
 		-q tests/example_api/test_example_api_browser.py
 
 lint: $(STAMP)
