@@ -982,7 +982,7 @@ def test_load_many_fetches_a_duplicate_key_once_when_max_batch_size_splits_it() 
         calls.append(list(keys))
         return {k: k for k in keys}
 
-    async def main() -> list[int]:
+    async def main() -> list[int | None]:
         loader = KeyedLoader(fetch, cache=False, max_batch_size=2)
         values = await loader.load_many([1, 2, 1])
         await loader.aclose()

@@ -22,7 +22,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gqlbatch import BatchError, KeyedLoader, MissingKeyError, RetryPolicy
-from tests._harness import bounded, run_checked
+from tests._harness import bounded
+from tests._loop import run_virtual
 
 # -- the example's world --------------------------------------------------------------
 
@@ -320,7 +321,7 @@ class Scenario:
 @bounded(max_examples=200)
 def test_every_caller_gets_exactly_its_own_keys_outcome(world: World) -> None:
     scenario = Scenario(world)
-    run_checked(scenario.run)
+    run_virtual(scenario.run)
 
 
 # -- retry mode ------------------------------------------------------------------------
@@ -462,7 +463,7 @@ def test_retry_mode_retries_only_the_failed_keys_and_counts_attempts(world: Retr
             if raised is not None and not any(set(keys) <= set(c[1]) for c in calls[n + 1 :])
         )
 
-    run_checked(main)
+    run_virtual(main)
 
 
 # -- the harness itself: a property suite that cannot fail proves nothing --------------
@@ -492,4 +493,4 @@ def test_the_harness_fails_an_example_that_leaks_hangs_or_leaves_a_report(
     main: Any, complaint: str
 ) -> None:
     with pytest.raises(AssertionError, match=complaint):
-        run_checked(main)
+        run_virtual(main)

@@ -57,7 +57,7 @@ async def test_items_are_never_deduplicated() -> None:
         return [i.upper() for i in items]
 
     queue = BatchedQueue(record, max_wait_ms=0)
-    assert await asyncio.gather(queue.enqueue("a"), queue.enqueue("a")) == ["A", "A"]
+    assert list(await asyncio.gather(queue.enqueue("a"), queue.enqueue("a"))) == ["A", "A"]
     assert seen == [["a", "a"]]
 
 
@@ -75,7 +75,7 @@ async def test_fewer_results_reject_the_orphaned_callers_and_extras_are_ignored(
         return [*items, 99, 100]
 
     queue = BatchedQueue(long, max_wait_ms=0)
-    assert await asyncio.gather(queue.enqueue(1), queue.enqueue(2)) == [1, 2]
+    assert list(await asyncio.gather(queue.enqueue(1), queue.enqueue(2))) == [1, 2]
 
 
 async def test_an_exception_at_position_i_fails_item_i_only() -> None:
@@ -101,7 +101,7 @@ async def test_with_key_of_results_are_correlated_by_key() -> None:
         queue.enqueue({"id": "c"}),
         return_exceptions=True,
     )
-    assert results[:3] == [1, 2, 1]
+    assert list(results[:3]) == [1, 2, 1]
     assert isinstance(results[3], MissingKeyError)
     assert "queue 'upsert': the processor returned no result for key 'c'" in str(results[3])
 
@@ -196,7 +196,8 @@ def test_items_that_arrive_while_every_slot_is_busy_join_the_next_call() -> None
 
     calls, finished = run_virtual(main)
     # The first call at 10 ms; each later one takes what came during the one before.
-    assert calls[0] == (pytest.approx(0.01), 2)
+    when, size = calls[0]
+    assert (when, size) == (pytest.approx(0.01), 2)
     assert [when for when, _ in calls[1:]] == pytest.approx([0.11 + 0.1 * n for n in range(10)])
     assert sum(size for _, size in calls) == 200
     assert all(size >= 10 for _, size in calls[1:-1]), calls
