@@ -1,11 +1,25 @@
-"""Shared by the randomized suites: deterministic Hypothesis settings.
+"""Shared test helpers: deterministic Hypothesis settings, typed checks of outcomes.
 
-Each example runs with :func:`tests._loop.run_virtual`.
+Examples that need an event loop run with :func:`tests._loop.run_virtual`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TypeVar
+
 from hypothesis import HealthCheck, settings
+
+E = TypeVar("E")
+
+
+def each_is(kind: type[E], values: Iterable[object]) -> list[E]:
+    """``values`` as a list, after checking that each is a ``kind`` (``gather`` outcomes)."""
+    checked: list[E] = []
+    for value in values:
+        assert isinstance(value, kind), f"expected a {kind.__name__}, got {value!r}"
+        checked.append(value)
+    return checked
 
 
 def bounded(max_examples: int) -> settings:

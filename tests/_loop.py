@@ -48,6 +48,21 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         return self.now
 
 
+async def settle(iterations: int) -> None:
+    """Run loop iterations until nothing is ready to run without the clock moving.
+
+    Fails if the loop is still busy after ``iterations`` iterations at one instant.
+    """
+    ready = asyncio.get_running_loop()._ready  # type: ignore[attr-defined]  # CPython's queue of callbacks
+    for _ in range(iterations):
+        await asyncio.sleep(0)
+        if not ready:
+            await asyncio.sleep(0)
+            if not ready:
+                return
+    raise AssertionError(f"still busy after {iterations} iterations at one instant")
+
+
 HANG_AFTER_S = 600.0
 """Virtual seconds a run may take; far beyond any wait the tests use."""
 

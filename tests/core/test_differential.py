@@ -232,7 +232,8 @@ def _batches_of_a_level(awaits: list[int]) -> tuple[int, int]:
 
     async def recorded(keys: list[int]) -> list[Any]:
         calls.append(keys)
-        return await batch(keys)
+        values: list[Any] = await batch(keys)
+        return values
 
     async def theirs() -> list[Any]:
         loader: DataLoader[int, Any] = DataLoader(recorded)

@@ -19,6 +19,7 @@ from gqlbatch import (
     WrongEventLoopError,
 )
 from gqlbatch._engine import MAX_COALESCE_ITERATIONS
+from tests._harness import each_is
 from tests._loop import run_virtual
 
 pytestmark = pytest.mark.usefixtures("loop_reports")
@@ -297,8 +298,8 @@ async def test_a_batch_function_raising_cancelled_error_fails_callers_without_ha
     results = await asyncio.wait_for(
         asyncio.gather(loader.load(1), loader.load(1), return_exceptions=True), 1
     )
-    assert all(isinstance(r, BatchError) for r in results)
-    assert isinstance(results[0].__cause__, asyncio.CancelledError)
+    errors = each_is(BatchError, results)
+    assert isinstance(errors[0].__cause__, asyncio.CancelledError)
 
 
 # -- the cache ------------------------------------------------------------------------
@@ -385,7 +386,7 @@ async def test_clear_during_flight_answers_callers_but_does_not_cache() -> None:
 async def test_unhashable_keys_raise_type_error_at_once() -> None:
     loader = KeyedLoader(Recorder(), name="filters")
     with pytest.raises(TypeError, match=r"loader 'filters': key \[1\] is unhashable \(list\)"):
-        loader.load([1])  # type: ignore[arg-type]
+        loader.load([1])
 
 
 async def test_cache_key_makes_keys_hashable_and_matches_result_keys() -> None:
@@ -569,8 +570,8 @@ async def test_fail_fast_on_a_raising_batch_cancels_the_batches_in_flight() -> N
 
     loader = KeyedLoader(fetch, max_batch_size=1, error_mode="fail-fast")
     results = await asyncio.gather(loader.load(1), loader.load(0), return_exceptions=True)
-    assert all(isinstance(r, BatchError) for r in results)
-    assert isinstance(results[0].__cause__, ConnectionError)
+    errors = each_is(BatchError, results)
+    assert isinstance(errors[0].__cause__, ConnectionError)
     await asyncio.wait_for(cancelled.wait(), 1)
 
 

@@ -137,16 +137,15 @@ class Scenario:
             kwargs["many"] = world.form == "many"
         if world.cache_key:
             kwargs["cache_key"] = str.lower
-        self.loader: KeyedLoader[Any, Any] = KeyedLoader(
-            self.batch_fn,
+        kwargs.update(
             missing=world.missing,
             max_batch_size=world.max_batch_size,
             max_wait_ms=world.max_wait_ms,
             max_concurrency=world.max_concurrency,
             cache=world.cache,
             name="prop",
-            **kwargs,
         )
+        self.loader: KeyedLoader[Any, Any] = KeyedLoader(self.batch_fn, **kwargs)
 
     # -- keys ----------------------------------------------------------------------
 
@@ -187,7 +186,7 @@ class Scenario:
                 elif fate == ERROR:
                     out[key] = call.errors[i] = LookupError(f"no luck for {i}")
             return out
-        rows = []
+        rows: list[Any] = []
         for key, i in answered:
             if w.fate.get(i, VALUE) == VALUE:
                 count = rows_of(i) if w.form == "many" else 1
