@@ -1,12 +1,12 @@
-"""Shared test helpers: deterministic Hypothesis settings, typed checks of outcomes.
+"""Shared test helpers: deterministic Hypothesis settings, typed views of outcomes and spans.
 
 Examples that need an event loop run with :func:`tests._loop.run_virtual`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol, TypeVar
 
 from hypothesis import HealthCheck, settings
 
@@ -31,3 +31,13 @@ def bounded(max_examples: int) -> settings:
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
+
+
+class _Span(Protocol):
+    @property
+    def attributes(self) -> Mapping[str, Any] | None: ...
+
+
+def attributes_of(span: _Span) -> dict[str, Any]:
+    """A finished OpenTelemetry span's attributes as a dict (``span.attributes`` may be None)."""
+    return dict(span.attributes or {})
