@@ -21,16 +21,19 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.staticfiles import StaticFiles
 from strawberry.http.ides import get_graphql_ide_html
+
+from gqlbatch.strawberry import GraphQL, LoaderRegistry
 
 __all__ = [
     "ASSETS_DIR",
     "ASSETS_PATH",
     "CDN",
     "Asset",
+    "GraphQLWithPage",
     "GraphiQLAssetsMissing",
     "assets_app",
     "graphiql_html",
@@ -118,3 +121,19 @@ def graphiql_html(cdn: str = "") -> str:
 def assets_app() -> StaticFiles:
     """The ASGI app that serves :data:`ASSETS_DIR` (mount it at :data:`ASSETS_PATH`)."""
     return StaticFiles(directory=ASSETS_DIR)
+
+
+R = TypeVar("R", bound=LoaderRegistry)
+
+
+class GraphQLWithPage(GraphQL[R]):
+    """gqlbatch's ASGI GraphQL app, showing ``graphiql_page`` to browsers (None: no GraphiQL)."""
+
+    def __init__(self, *args: Any, graphiql_page: str | None, **options: Any) -> None:
+        super().__init__(*args, graphql_ide="graphiql" if graphiql_page else None, **options)
+        self._graphiql_page = graphiql_page or ""
+
+    @property
+    def graphql_ide_html(self) -> str:
+        """The page a browser gets from ``GET /graphql`` (Strawberry's, rewritten)."""
+        return self._graphiql_page
