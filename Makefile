@@ -46,7 +46,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The trees are listed in pyproject.toml ([tool.mypy] files): gqlbatch, example_api, tests, benchmarks.
+# The trees are listed in pyproject.toml ([tool.mypy] files): gqlbatch, example_api, tests,
+# benchmarks, scripts.
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict
 
