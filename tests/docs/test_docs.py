@@ -121,9 +121,13 @@ def test_the_docs_site_builds_strictly(site: Path) -> None:
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_every_example_on_the_page_runs_as_copied(site: Path, page: str, tmp_path: Path) -> None:
+def test_every_example_on_the_page_runs_as_copied(
+    site: Path, page: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     examples = [(title, code) for title, code in python_blocks(_page(site, page)) if title]
     assert examples, f"docs/{page}.md names files but its page shows none"
+    if any("needs Redis" in code.partition("\n")[0] for _, code in examples):
+        request.getfixturevalue("redis_url")  # skips without Redis, unless it is required
     for title, code in examples:  # all saved first: the reader saves what the page shows
         (tmp_path / title).write_text(code)
     for title, _ in examples:
