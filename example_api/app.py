@@ -59,7 +59,7 @@ from example_api.views import ViewCounter
 from gqlbatch import add_observer, remove_observer
 from gqlbatch.gc_tuning import gc_tuned
 from gqlbatch.sqlalchemy import PerBatchSessions, StatementCounter
-from gqlbatch.strawberry import LoaderExtension
+from gqlbatch.strawberry import DocumentCache, LoaderExtension
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -78,6 +78,10 @@ def _require_opentelemetry() -> None:
             "EXAMPLE_API_OTEL=1 needs OpenTelemetry: pip install 'gqlbatch[otel]' "
             "(and an SDK with an exporter to send the spans somewhere)"
         ) from None
+
+
+DOCUMENT_CACHE_SIZE = 256
+"""Query texts whose parsed and validated document the schema keeps (``DocumentCache``)."""
 
 
 def build_schema(
@@ -106,6 +110,8 @@ def build_schema(
         )
     extensions += [
         ErrorCodes,  # a code in extensions.code for syntax and validation errors
+        # Each query text parsed and validated once; every limit below still applies.
+        DocumentCache(maxsize=DOCUMENT_CACHE_SIZE).extension(),
         partial(MaxTokensLimiter, max_token_count=settings.max_tokens),
         partial(QueryDepthLimiter, max_depth=settings.max_depth),
         partial(MaxAliasesLimiter, max_alias_count=settings.max_aliases),
