@@ -132,6 +132,7 @@ class _DocumentCacheExtension(SchemaExtension):
         if execution_context is not None:
             self.execution_context = execution_context
         self.cache = cache
+        self._parsed: DocumentNode | None = None  # the document this text parsed to
 
     def _text(self) -> str | None:
         query = self.execution_context.query
@@ -154,12 +155,13 @@ class _DocumentCacheExtension(SchemaExtension):
             found = documents.get(key)
             if found is not None:
                 documents.move_to_end(key)
-                context.graphql_document = found
+                context.graphql_document = self._parsed = found
                 yield
                 return
         yield
         parsed = context.graphql_document
         if key is not None and parsed is not None and not context.pre_execution_errors:
+            self._parsed = parsed
             self.cache._remember(self.cache._documents, key, parsed)
 
     def on_validate(self) -> Iterator[None]:
@@ -171,6 +173,7 @@ class _DocumentCacheExtension(SchemaExtension):
         if (
             text is not None
             and document is not None
+            and document is self._parsed  # not one another extension put in its place
             and rules
             and context.pre_execution_errors is None  # no check before this one refused
         ):

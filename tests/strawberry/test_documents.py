@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import strawberry
 import strawberry.schema.schema as strawberry_schema
-from graphql import GraphQLError, ValidationContext, ValidationRule
+from graphql import GraphQLError, ValidationContext, ValidationRule, parse
 from strawberry.extensions import (
     AddValidationRules,
     MaxAliasesLimiter,
@@ -130,6 +130,18 @@ def test_validation_rules_added_by_extensions_run_on_every_request(
     # the extensions add ran on all six requests.
     assert len(validations) == 2 * 2 + 1
     assert len(ran) == 6
+
+
+def test_a_document_another_extension_put_in_place_is_validated_in_full() -> None:
+    class Swap(SchemaExtension):  # a persisted-query lookup, say, after the cache
+        def on_parse(self) -> Iterator[None]:
+            if (self.execution_context.variables or {}).get("limit") == 7:
+                self.execution_context.graphql_document = parse("{ nodes { nope } }")
+            yield
+
+    schema = strawberry.Schema(Query, extensions=[DocumentCache().extension(), Swap])
+    assert run(schema, PAGE, limit=1) == []  # the text is cached, parsed and validated
+    assert run(schema, PAGE, limit=7) == ["Cannot query field 'nope' on type 'Node'."]
 
 
 def test_a_text_parsed_under_a_larger_token_limit_is_refused_under_a_smaller_one() -> None:
