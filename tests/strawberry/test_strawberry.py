@@ -300,7 +300,7 @@ async def test_registry_options_reach_every_loader_unless_its_declaration_says_o
 
 def test_registry_options_are_checked_when_the_registry_is_made() -> None:
     with pytest.raises(TypeError, match=r"Loaders\(options=...\): 'key_type', 'name' cannot be"):
-        Loaders(options={"name": "x", "key_type": int})
+        Loaders(options={"name": "x", "key_type": int})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_batch_size"):
         Loaders(options={"max_batch_size": 0})
 
