@@ -187,16 +187,8 @@ def by_column(
         max_params: bind parameters per statement, instead of the dialect's limit
             (IN lists only; PostgreSQL arrays are one parameter whatever the count).
     """
-    mapper, cols = _columns_of(columns, "by_column")
-    parts = tuple(_part_for(mapper, c) for c in cols)
-    checked = _check_common(where, None, None, options, max_params, many=False)
-    spec = FetcherSpec(
-        name=_checked_name(name) or _name(mapper, parts),
-        mapper=mapper,
-        parts=parts,
-        composite=len(parts) > 1,
-        many=False,
-        **checked,
+    spec = _column_spec(
+        columns, "by_column", name, where, None, None, options, max_params, many=False
     )
     fetcher: OneFetcher[Any, Any] = OneFetcher(spec)
     return fetcher if sessions is None else fetcher.bind(sessions)
@@ -257,19 +249,37 @@ def by_group(
         max_params: bind parameters per statement, instead of the dialect's limit
             (IN lists only; PostgreSQL arrays are one parameter whatever the count).
     """
-    mapper, cols = _columns_of(columns, "by_group")
+    spec = _column_spec(
+        columns, "by_group", name, where, order_by, limit, options, max_params, many=True
+    )
+    fetcher: ManyFetcher[Any, Any] = ManyFetcher(spec)
+    return fetcher if sessions is None else fetcher.bind(sessions)
+
+
+def _column_spec(
+    columns: tuple[Any, ...],
+    argument: str,
+    name: object,
+    where: Any,
+    order_by: Any,
+    limit: Any,
+    options: Any,
+    max_params: Any,
+    *,
+    many: bool,
+) -> FetcherSpec:
+    """The spec of a fetcher keyed by mapped columns (``by_column``, ``by_group``)."""
+    mapper, cols = _columns_of(columns, argument)
     parts = tuple(_part_for(mapper, c) for c in cols)
-    checked = _check_common(where, order_by, limit, options, max_params, many=True)
-    spec = FetcherSpec(
+    checked = _check_common(where, order_by, limit, options, max_params, many=many)
+    return FetcherSpec(
         name=_checked_name(name) or _name(mapper, parts),
         mapper=mapper,
         parts=parts,
         composite=len(parts) > 1,
-        many=True,
+        many=many,
         **checked,
     )
-    fetcher: ManyFetcher[Any, Any] = ManyFetcher(spec)
-    return fetcher if sessions is None else fetcher.bind(sessions)
 
 
 def _checked_name(name: object) -> str | None:
