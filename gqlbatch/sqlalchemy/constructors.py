@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import replace
-from typing import Any, TypeVar, overload
+from typing import Any, TypedDict, TypeVar, Unpack, overload
 
 from sqlalchemy import Tuple
 from sqlalchemy.orm import Mapper, QueryableAttribute, RelationshipDirection, RelationshipProperty
@@ -15,10 +15,27 @@ from sqlalchemy.sql.base import ExecutableOption
 from gqlbatch.sqlalchemy.fetchers import ManyFetcher, OneFetcher
 from gqlbatch.sqlalchemy.spec import FetcherSpec, KeyPart
 
-__all__ = ["by_column", "by_group", "by_relationship"]
+__all__ = ["ColumnOptions", "GroupOptions", "by_column", "by_group", "by_relationship"]
 
 K = TypeVar("K")
 T = TypeVar("T")
+
+
+class ColumnOptions(TypedDict, total=False):
+    """The keyword arguments every fetcher declaration takes (see :func:`by_column`)."""
+
+    where: Any
+    options: Any
+    sessions: object
+    name: str | None
+    max_params: int | None
+
+
+class GroupOptions(ColumnOptions, total=False):
+    """The keyword arguments of many-rows declarations (see :func:`by_group`)."""
+
+    order_by: Any
+    limit: int | None
 
 
 def _python_type(column: ColumnElement[Any]) -> type | tuple[type, ...] | None:
@@ -145,12 +162,7 @@ def _check_common(
 def by_column(
     column: QueryableAttribute[K],
     /,
-    *,
-    where: Any = None,
-    options: Any = None,
-    sessions: object = None,
-    name: str | None = None,
-    max_params: int | None = None,
+    **declaration: Unpack[ColumnOptions],
 ) -> OneFetcher[K, Any]: ...
 
 
@@ -159,11 +171,7 @@ def by_column(
     column: Any,
     /,
     *columns: Any,
-    where: Any = None,
-    options: Any = None,
-    sessions: object = None,
-    name: str | None = None,
-    max_params: int | None = None,
+    **declaration: Unpack[ColumnOptions],
 ) -> OneFetcher[tuple[Any, ...], Any]: ...
 
 
@@ -198,14 +206,7 @@ def by_column(
 def by_group(
     column: QueryableAttribute[K],
     /,
-    *,
-    where: Any = None,
-    order_by: Any = None,
-    limit: int | None = None,
-    options: Any = None,
-    sessions: object = None,
-    name: str | None = None,
-    max_params: int | None = None,
+    **declaration: Unpack[GroupOptions],
 ) -> ManyFetcher[K, Any]: ...
 
 
@@ -214,13 +215,7 @@ def by_group(
     column: Any,
     /,
     *columns: Any,
-    where: Any = None,
-    order_by: Any = None,
-    limit: int | None = None,
-    options: Any = None,
-    sessions: object = None,
-    name: str | None = None,
-    max_params: int | None = None,
+    **declaration: Unpack[GroupOptions],
 ) -> ManyFetcher[tuple[Any, ...], Any]: ...
 
 
@@ -318,14 +313,7 @@ def _equalities(condition: ColumnElement[Any] | None) -> int | None:
 def by_relationship(  # type: ignore[overload-overlap]
     attribute: QueryableAttribute[Collection[T]],
     /,
-    *,
-    where: Any = None,
-    order_by: Any = None,
-    limit: int | None = None,
-    options: Any = None,
-    sessions: object = None,
-    name: str | None = None,
-    max_params: int | None = None,
+    **declaration: Unpack[GroupOptions],
 ) -> ManyFetcher[Any, T]: ...
 
 
@@ -333,14 +321,7 @@ def by_relationship(  # type: ignore[overload-overlap]
 def by_relationship(
     attribute: QueryableAttribute[T],
     /,
-    *,
-    where: Any = None,
-    order_by: Any = None,
-    limit: int | None = None,
-    options: Any = None,
-    sessions: object = None,
-    name: str | None = None,
-    max_params: int | None = None,
+    **declaration: Unpack[GroupOptions],
 ) -> OneFetcher[Any, T]: ...
 
 
