@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Generic, NoReturn, TypeVar, overload
 
 from gqlbatch import (
     BatchOptions,
+    EngineOptions,
     GqlBatchError,
     KeyedLoader,
     LoaderStats,
@@ -181,7 +182,7 @@ class LoaderRegistry:
         *,
         sessions: Any = None,
         statements: StatementCounting | None = None,
-        options: Mapping[str, Any] | None = None,
+        options: EngineOptions | None = None,
     ):
         if statements is not None and not counts_statements(statements):
             raise TypeError(
