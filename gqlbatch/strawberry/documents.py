@@ -40,20 +40,15 @@ from __future__ import annotations
 import functools
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from graphql import ASTValidationRule, DocumentNode, specified_rules, validate
 from strawberry.extensions import SchemaExtension
-
-if TYPE_CHECKING:
-    from strawberry.types import ExecutionContext
 
 __all__ = ["DocumentCache"]
 
 _STANDARD: frozenset[type[ASTValidationRule]] = frozenset(specified_rules)
 """graphql-core's own rules: a clean result under them depends on the schema and text only."""
-
-Rules = tuple[type[ASTValidationRule], ...]
 
 
 def _positive(name: str, value: object) -> int:
@@ -74,14 +69,13 @@ class DocumentCache:
             usual and never kept. Default 20,000 characters.
     """
 
-    __slots__ = ("_documents", "_max_length", "_maxsize", "_rules", "_valid")
+    __slots__ = ("_documents", "_max_length", "_maxsize", "_valid")
 
     def __init__(self, *, maxsize: int = 256, max_query_length: int = 20_000) -> None:
         self._maxsize = _positive("maxsize", maxsize)
         self._max_length = _positive("max_query_length", max_query_length)
         self._documents: OrderedDict[Hashable, DocumentNode] = OrderedDict()
         self._valid: OrderedDict[Hashable, None] = OrderedDict()
-        self._rules: dict[Rules, tuple[Rules, Rules]] = {}
 
     @property
     def maxsize(self) -> int:
@@ -111,26 +105,11 @@ class DocumentCache:
         if len(store) > self._maxsize:
             store.popitem(last=False)
 
-    def _split(self, rules: Rules) -> tuple[Rules, Rules]:
-        """``rules`` as (graphql-core's standard rules, every other rule); kept per tuple."""
-        split = self._rules.get(rules)
-        if split is None:
-            standard = tuple(rule for rule in rules if rule in _STANDARD)
-            others = tuple(rule for rule in rules if rule not in _STANDARD)
-            split = (standard, others)
-            if len(self._rules) < 64:  # rule tuples are few (one per schema set-up)
-                self._rules[rules] = split
-        return split
-
 
 class _DocumentCacheExtension(SchemaExtension):
     """One operation's use of a :class:`DocumentCache` (Strawberry makes one per operation)."""
 
-    def __init__(
-        self, *, cache: DocumentCache, execution_context: ExecutionContext | None = None
-    ) -> None:
-        if execution_context is not None:
-            self.execution_context = execution_context
+    def __init__(self, *, cache: DocumentCache) -> None:
         self.cache = cache
         self._parsed: DocumentNode | None = None  # the document this text parsed to
 
@@ -145,11 +124,8 @@ class _DocumentCacheExtension(SchemaExtension):
         text = self._text()
         key: Hashable | None = None
         if text is not None and context.graphql_document is None:
-            try:
-                key = (text, tuple(sorted(context.parse_options.items())))
-                hash(key)
-            except TypeError:  # an option value that cannot be a key: parse as usual
-                key = None
+            # The options (max_tokens) are part of the key, as in Strawberry's ParserCache.
+            key = (text, tuple(sorted(context.parse_options.items())))
         if key is not None:
             documents = self.cache._documents
             found = documents.get(key)
@@ -177,7 +153,8 @@ class _DocumentCacheExtension(SchemaExtension):
             and rules
             and context.pre_execution_errors is None  # no check before this one refused
         ):
-            standard, others = self.cache._split(rules)
+            standard = tuple(rule for rule in rules if rule in _STANDARD)
+            others = tuple(rule for rule in rules if rule not in _STANDARD)
             schema = context.schema._schema
             key = (schema, text, standard)
             valid = self.cache._valid

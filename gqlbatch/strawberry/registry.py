@@ -91,8 +91,8 @@ class LoaderSpec(Generic[K, V]):
     ) -> LoaderSpec[K, V] | KeyedLoader[K, V]:
         if instance is None:
             return self
-        # The fast path of LoaderRegistry._loader, inlined: one Python call per
-        # ``info.context.loaders.x`` instead of two (a resolver makes one per key).
+        # The fast path (see LoaderRegistry._loader), here: one Python call per
+        # ``info.context.loaders.x`` and no system call (a resolver makes one per key).
         made = instance._loaders.get(self.attribute)
         bound = instance._loop
         if (
@@ -264,49 +264,33 @@ class LoaderRegistry:
 
     @classmethod
     def _checked_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
-        """``options=`` validated, once per registry class and set of options.
+        """``options=`` validated, once per registry class name and set of options.
 
         A server builds a registry per request with the same options (a
-        ``functools.partial``): they are checked on the first and remembered.
+        ``functools.partial``): they are checked on the first and remembered
+        (a bounded LRU; a refusal is never remembered).
         """
         defaults = dict(options)
+        items = tuple(sorted(defaults.items()))
         try:
-            key: Any = (cls, tuple(sorted(defaults.items())))
-            hash(key)
-        except TypeError:  # an unhashable value: checked every time
-            key = None
-        if key is not None and key in _CHECKED_OPTIONS:
-            return defaults
-        unknown = sorted(set(defaults) - set(REGISTRY_OPTIONS))
-        if unknown:
-            raise TypeError(
-                f"{cls.__name__}(options=...): {', '.join(map(repr, unknown))} "
-                f"cannot be set for every loader; allowed: {', '.join(REGISTRY_OPTIONS)}"
-            )
-        BatchOptions(**defaults)
-        if key is not None and len(_CHECKED_OPTIONS) < _CHECKED_OPTIONS_MAX:
-            _CHECKED_OPTIONS.add(key)
+            hash(items)
+        except TypeError:  # an unhashable value (refused below): nothing to remember it by
+            _check_options(cls.__name__, items)
+        else:
+            _check_options_once(cls.__name__, items)
         return defaults
 
     def _loader(self, spec: LoaderSpec[K, V]) -> KeyedLoader[K, V]:
         """The loader for ``spec``: created on first access, refused once closed.
 
-        The fast path (the loader exists, and this registry's loop is running in
-        this thread, so it is the running loop: a thread runs one loop at a
-        time) asks for no running loop: on CPython 3.11 that costs a
-        ``getpid()`` system call, once per ``info.context.loaders.x``.
+        ``LoaderSpec.__get__`` hands out an existing loader itself when this
+        registry's loop is running in this thread (so it is the running loop: a
+        thread runs one loop at a time), asking for no running loop: on CPython
+        3.11 that costs a ``getpid()`` system call, once per ``loaders.x``.
         """
         if self._closed:
             raise RegistryClosedError(type(self).__name__, spec.attribute)
         made = self._loaders.get(spec.attribute)
-        bound = self._loop
-        if (
-            made is not None
-            and bound is not None
-            and self._thread == get_ident()
-            and bound.is_running()
-        ):
-            return made
         loop = _running_loop()
         if made is not None:
             # The core raises WrongEventLoopError on use; failing at access points at
@@ -382,9 +366,19 @@ class LoaderRegistry:
             made.close()
 
 
-_CHECKED_OPTIONS: set[Any] = set()
-"""(registry class, options) pairs already validated by ``LoaderRegistry._checked_options``."""
-_CHECKED_OPTIONS_MAX = 1024
+def _check_options(registry: str, items: tuple[tuple[str, Any], ...]) -> None:
+    """Refuse ``options=`` items a registry may not set for every loader, or bad values."""
+    unknown = sorted({name for name, _ in items} - set(REGISTRY_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"{registry}(options=...): {', '.join(map(repr, unknown))} "
+            f"cannot be set for every loader; allowed: {', '.join(REGISTRY_OPTIONS)}"
+        )
+    BatchOptions(**dict(items))
+
+
+_check_options_once = functools.lru_cache(maxsize=256)(_check_options)
+""":func:`_check_options`, remembered for the options it accepted."""
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -163,6 +163,7 @@ def test_the_cache_keeps_at_most_maxsize_documents_and_never_a_long_text() -> No
     for limit in range(1, 4):
         assert run(schema, f"{{ nodes(limit: {limit}) {{ id }} }}") == []
     assert len(cache) == 2
+    assert (cache.maxsize, repr(cache)) == (2, "<DocumentCache 2/2 documents>")
     cache.clear()
     long_text = "{ nodes { id " + " " * 100 + "} }"
     assert run(schema, long_text) == []

@@ -318,13 +318,15 @@ def test_registry_options_are_checked_when_the_registry_is_made() -> None:
 
 
 def test_registry_options_checked_once_are_still_refused_every_time_they_are_bad() -> None:
-    good = {"max_batch_size": 50}
+    good: gqlbatch.EngineOptions = {"max_batch_size": 50}
     for _ in range(3):  # the same options, as a server's functools.partial passes them
         assert Loaders(options=good).user.options.max_batch_size == 50
         with pytest.raises(ValueError, match="max_batch_size"):
             Loaders(options={"max_batch_size": 0})
     with pytest.raises(ValueError, match="max_batch_size"):
         Loaders(options={"max_batch_size": -1, "retry": gqlbatch.RetryPolicy()})
+    with pytest.raises(TypeError, match="max_batch_size"):  # unhashable: checked, not kept
+        Loaders(options={"max_batch_size": [50]})  # type: ignore[arg-type]  # the bad value tested
 
 
 async def test_a_closed_registry_refuses_to_hand_out_loaders() -> None:
