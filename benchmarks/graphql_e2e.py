@@ -64,7 +64,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +80,8 @@ from benchmarks._env import ROOT, version
 USERS = 100
 POSTS_PER_USER = 5
 COMMENTS_PER_POST = 3
-FULL = {"rounds": 9, "pages": (10, 100)}
-QUICK = {"rounds": 2, "pages": (10,)}
+FULL_ROUNDS, FULL_PAGES = 9, (10, 100)
+QUICK_ROUNDS, QUICK_PAGES = 2, (10,)
 CALLGRIND_TIMEOUT = 1_800
 VARIANTS = (
     "gqlbatch",
@@ -228,12 +228,13 @@ class _PeerContext:
         self.sessions = sessions
 
 
-def _bulk_queries(
-    maker: async_sessionmaker[Any],
-) -> tuple[Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]], Callable[..., Any]]:
+BatchFn = Callable[[list[Any]], Coroutine[Any, Any, list[Any]]]
+
+
+def _bulk_queries(maker: async_sessionmaker[Any]) -> tuple[BatchFn, BatchFn, BatchFn]:
     """Hand-written batch functions (a list aligned with the keys), as a peer's user writes."""
 
-    async def posts(keys: Sequence[int]) -> list[list[Post]]:
+    async def posts(keys: list[Any]) -> list[list[Post]]:
         async with maker() as session:
             rows = await session.scalars(
                 select(Post).where(Post.author_id.in_(keys)).order_by(Post.id)
@@ -243,7 +244,7 @@ def _bulk_queries(
                 groups[row.author_id].append(row)
         return [groups.get(key, []) for key in keys]
 
-    async def comments(keys: Sequence[int]) -> list[list[Comment]]:
+    async def comments(keys: list[Any]) -> list[list[Comment]]:
         async with maker() as session:
             rows = await session.scalars(
                 select(Comment).where(Comment.post_id.in_(keys)).order_by(Comment.id)
@@ -253,7 +254,7 @@ def _bulk_queries(
                 groups[row.post_id].append(row)
         return [groups.get(key, []) for key in keys]
 
-    async def users(keys: Sequence[int]) -> list[User | None]:
+    async def users(keys: list[Any]) -> list[User | None]:
         async with maker() as session:
             rows = await session.scalars(select(User).where(User.id.in_(keys)))
             by_id = {row.id: row for row in rows}
@@ -309,7 +310,8 @@ def variants(maker: async_sessionmaker[Any]) -> dict[str, Variant]:
         batch = made.loader_for(relationship).load_implementation
 
         async def load_fn(keys: list[int]) -> list[Any]:
-            return await batch(keys=[(key,) for key in keys])  # type: ignore[no-any-return]
+            found: list[Any] = await batch(keys=[(key,) for key in keys])
+            return found
 
         return StrawberryDataLoader(load_fn)
 
@@ -662,13 +664,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     parser.add_argument("--instructions-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    preset = QUICK if args.quick else FULL
-    rounds = int(args.rounds or preset["rounds"])  # type: ignore[call-overload]
+    rounds = args.rounds or (QUICK_ROUNDS if args.quick else FULL_ROUNDS)
     try:
         pages = tuple(int(p) for p in args.page_sizes.split(",")) if args.page_sizes else None
     except ValueError:
         parser.error(f"--page-sizes must be integers like 10,100, got {args.page_sizes!r}")
-    pages = pages or tuple(preset["pages"])  # type: ignore[arg-type]
+    pages = pages or (QUICK_PAGES if args.quick else FULL_PAGES)
     if not all(1 <= p <= USERS for p in pages):
         parser.error(f"--page-sizes must be between 1 and {USERS}, got {pages}")
     if rounds < 1:

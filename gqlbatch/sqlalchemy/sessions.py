@@ -156,13 +156,10 @@ async def _close_shielded(session: AsyncSession) -> None:
         raise cancelled
 
 
-_GIVEN_SOURCES = (PerBatchSessions, SharedSession)
-
-
 def as_source(sessions: object, argument: str = "sessions") -> SessionSource:
     """A bare ``async_sessionmaker`` means per-batch sessions; anything else must be a source."""
-    if type(sessions) in _GIVEN_SOURCES:  # no Protocol walk for the usual case, per request
-        return sessions  # type: ignore[return-value]
+    if isinstance(sessions, PerBatchSessions | SharedSession):  # per request: no Protocol walk
+        return sessions
     if isinstance(sessions, async_sessionmaker):
         return PerBatchSessions(sessions)
     if isinstance(sessions, SessionSource) and not isinstance(sessions, type):
