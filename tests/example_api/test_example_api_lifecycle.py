@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -148,6 +150,37 @@ def test_keep_alive_clients_that_connect_at_once_are_spread_over_the_workers(
     # ... and the kernel gave each of them connections.
     assert sum(map(len, held.values())) == 16, held
     assert all(held.values()), held
+
+
+def test_a_worker_that_dies_is_replaced_and_its_listener_goes_with_it(
+    pg_url: str, tmp_path: Path
+) -> None:
+    # A listener left open after its worker died would hold every connection the
+    # kernel hashed to it, unanswered: a quarter, a half of all clients hanging.
+    args = ["--workers", "2", "--seed-if-empty", "5"]
+    with (
+        private_database(pg_url, "respawn") as url,
+        run_server(url, tmp_path, args=args) as server,
+    ):
+        port = int(server.url.rsplit(":", 1)[1])
+        first = _worker_processes(server.process.pid)
+        os.kill(first[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            workers = _worker_processes(server.process.pid)
+            replaced = len(workers) == 2 and first[0] not in workers
+            if replaced and all(_sockets_on(port, pid, "0A") for pid in workers):  # listening
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"no new worker listening after 60 s: {workers}")
+        listening = {pid: _sockets_on(port, pid, "0A") for pid in workers}
+        assert len(set().union(*listening.values())) == 2, listening  # the dead one's is gone
+        assert _sockets_on(port, server.process.pid, "0A") == set()  # none kept by the parent
+        for _ in range(24):  # new connections, each answered
+            with httpx.Client(timeout=10) as client:
+                assert client.get(f"{server.url}/healthz").status_code == 200
+        assert "worker" in server.logs() and "exited" in server.logs()
 
 
 def _sockets_on(port: int, pid: int, state: str) -> set[str]:
