@@ -45,7 +45,9 @@ Measures, per request (``N`` = 10 and 100 users):
   process runs each variant's request once untimed (the smallest page: a
   warm-up), then once between two
   ``os.getppid()`` marks at which callgrind dumps its counters, as
-  ``benchmarks/loader_overhead.py`` does. The same on every run: this is the
+  ``benchmarks/loader_overhead.py`` does, its garbage included (what only a
+  collection frees, less a collection with nothing to free: some variants
+  leave reference cycles that a later collection pays for). The same on every run: this is the
   figure that does not depend on the machine's load.
 """
 
@@ -476,8 +478,12 @@ async def _marked(url: str, pages: Sequence[int]) -> list[dict[str, Any]]:
                         gc.collect()
                         os.getppid()
                         await request(variant, page)
-                        os.getppid()
-                        marks += 2
+                        os.getppid()  # dump: the request
+                        gc.collect()
+                        os.getppid()  # dump: its garbage that only a collection frees
+                        gc.collect()
+                        os.getppid()  # dump: a collection with nothing to free
+                        marks += 4
                         runs.append(
                             {"collector": collector, "variant": name, "page": page, "dump": marks}
                         )
@@ -511,11 +517,18 @@ def count_instructions(url: str, pages: Sequence[int]) -> dict[tuple[str, str, i
             raise SystemExit(f"the callgrind run failed ({done.returncode}):\n{tail}")
         found = {}
         for run in json.loads(out.read_text(encoding="utf-8")):
-            match = _TOTALS.search((Path(tmp) / f"cg.out.{run['dump']}").read_bytes())
-            if match is None:
-                raise SystemExit(f"callgrind dump {run['dump']} has no totals line")
-            found[(run["collector"], run["variant"], run["page"])] = int(match.group(1))
+            last = run["dump"]
+            request_, garbage, walk = (_dump_total(Path(tmp), last - i) for i in (2, 1, 0))
+            found[(run["collector"], run["variant"], run["page"])] = request_ + garbage - walk
     return found
+
+
+def _dump_total(folder: Path, number: int) -> int:
+    """The instructions callgrind counted in its dump ``number``."""
+    match = _TOTALS.search((folder / f"cg.out.{number}").read_bytes())
+    if match is None:
+        raise SystemExit(f"callgrind dump {number} has no totals line")
+    return int(match.group(1))
 
 
 # -- reporting --------------------------------------------------------------------------------
@@ -640,8 +653,9 @@ def render(data: dict[str, Any], img_dir: Path, img_link: str) -> str:
         f"{data['rounds']} interleaved rounds after a warm-up; ms and CPU ms (every thread) are "
         "medians per request; GC share: the part of the request's time spent in garbage "
         "collections; the ratios are medians of per-round ratios to the peer with the lowest "
-        "median. Instructions: callgrind, every thread, one request after a warm-up; the same "
-        "on every run, whatever the machine's load. " + data.get("conditions", ""),
+        "median. Instructions: callgrind, every thread, one request after a warm-up, with the "
+        "garbage it leaves for a collection; the same on every run, whatever the machine's "
+        "load. " + data.get("conditions", ""),
         "",
         *table(rows),
         "",

@@ -50,10 +50,14 @@ Strawberry's ``DataLoader``:
   (warm-up: imports, the interpreter's specialisation) and once measured, and
   marks the start and the end of each measured part with ``os.getppid()``;
   callgrind dumps its counters at every ``getppid`` (``--dump-before``), so
-  each measured part is one dump. ``PYTHONHASHSEED=0`` and a fixed order make
-  the counts the same on every run: they do not depend on the machine's load
-  nor on where a garbage collection fell (collections inside a run are part of
-  its count, as they are part of its cost). Skipped, with a note, when
+  each measured part is one dump. The run's garbage is counted too, wherever
+  it is freed: what the workload's return frees, and what only a collection
+  frees (reference cycles, which some loaders leave behind), less the cost of
+  a collection with nothing to free (the walk of the heap).
+  ``PYTHONHASHSEED=0`` and a fixed order make the counts the same on every
+  run: they do not depend on the machine's load nor on where a garbage
+  collection fell (collections inside a run are part of its count, as they
+  are part of its cost). Skipped, with a note, when
   valgrind is not installed.
 
 The event loop runs with asyncio's debug mode forced off, whatever
@@ -427,9 +431,17 @@ async def _marked_runs(n: int) -> list[dict[str, Any]]:
         for impl in IMPLS:
             await workload(impl, n, Meter())  # warm-up, unmarked
             keys, _ = await workload(impl, n, meter)
-            runs.append(
-                {"workload": title, "implementation": impl.name, "keys": keys, "dump": meter.marks}
-            )
+            run = meter.marks  # the dump of the measured part
+            # The run's garbage: what its return freed, then what only a collection
+            # frees (cycles), less a collection with nothing to free (the heap walk).
+            meter.marks += 3
+            os.getppid()
+            gc.collect()
+            os.getppid()
+            gc.collect()
+            os.getppid()
+            dumps = {"run": run, "returned": run + 1, "collected": run + 2, "walk": run + 3}
+            runs.append({"workload": title, "implementation": impl.name, "keys": keys, **dumps})
     return runs
 
 
@@ -466,12 +478,21 @@ def count_instructions(n: int) -> dict[tuple[str, str], float] | str:
             raise SystemExit(f"the callgrind run failed ({done.returncode}):\n{tail}")
         found: dict[tuple[str, str], float] = {}
         for run in json.loads(out.read_text(encoding="utf-8")):
-            dump = (Path(tmp) / f"cg.out.{run['dump']}").read_bytes()
-            match = _TOTALS.search(dump)
-            if match is None:
-                raise SystemExit(f"callgrind dump {run['dump']} has no totals line")
-            found[(run["workload"], run["implementation"])] = int(match.group(1)) / run["keys"]
+            part = {name: _dump_total(Path(tmp), run[name]) for name in DUMPS}
+            total = part["run"] + part["returned"] + part["collected"] - part["walk"]
+            found[(run["workload"], run["implementation"])] = total / run["keys"]
     return found
+
+
+DUMPS = ("run", "returned", "collected", "walk")
+
+
+def _dump_total(folder: Path, number: int) -> int:
+    """The instructions callgrind counted in its dump ``number``."""
+    match = _TOTALS.search((folder / f"cg.out.{number}").read_bytes())
+    if match is None:
+        raise SystemExit(f"callgrind dump {number} has no totals line")
+    return int(match.group(1))
 
 
 # -- reporting -------------------------------------------------------------------------
