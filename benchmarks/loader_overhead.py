@@ -689,8 +689,10 @@ def render(data: dict[str, Any], img_dir: Path, img_link: str) -> str:
     instruction_keys = meta.get("instruction_keys")
     counted = (
         f"Instructions: `valgrind --tool=callgrind`, {instruction_keys:,} keys per workload, "
-        "each run warmed up once, then counted alone between two markers; the counts are the "
-        "same on every run (fixed order, `PYTHONHASHSEED=0`), whatever the machine's load."
+        "each run warmed up once, then counted alone between markers, its garbage included (a "
+        "collection after it, less a collection with nothing to free: a loader that leaves "
+        "reference cycles pays for them); the counts are the same on every run (fixed order, "
+        "`PYTHONHASHSEED=0`), whatever the machine's load."
         if instruction_keys
         else f"Instructions were not counted in this run ({meta.get('instructions_note')})."
     )
