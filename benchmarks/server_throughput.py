@@ -369,6 +369,8 @@ def _per_round_vs_one_worker(
 
 WORKERS_GOAL = 1.6
 """Issue 11: 2 workers give at least this many times one worker's requests/s, every round."""
+GOAL_CLIENTS = 16
+"""... at this many kept-alive clients."""
 
 
 def workers_lines(rows: list[dict[str, Any]]) -> list[str]:
@@ -378,12 +380,16 @@ def workers_lines(rows: list[dict[str, Any]]) -> list[str]:
         ratios = r.get("rps_vs_one_worker") or []
         if not ratios:
             continue
-        met = "met" if min(ratios) >= WORKERS_GOAL else "not met"
+        if r["clients"] == GOAL_CLIENTS:
+            met = "met" if min(ratios) >= WORKERS_GOAL else "not met"
+            goal = f"goal ≥ {WORKERS_GOAL} in every round: {met}"
+        else:
+            goal = f"the goal is at {GOAL_CLIENTS} clients"
         cores = " + ".join(f"{w:.2f}" for w in r.get("worker_cores") or [])
         lines.append(
             f"- {r['server']}, {r['clients']} clients: "
             f"{', '.join(f'{x:.2f}' for x in ratios)}x one worker's requests/s per round "
-            f"(goal ≥ {WORKERS_GOAL} in every round at 16 clients: {met}); cores per worker "
+            f"({goal}); cores per worker "
             f"{cores}, the whole machine {_number(r.get('machine_cores'), 2)} of "
             f"{_usable_cores()}."
         )
