@@ -17,8 +17,8 @@ The parser comes from the default's type: a ``bool`` reads 1/0, true/false,
 yes/no, on/off; an ``int`` reads an integer at least ``minimum``; a ``str`` is
 taken as it is (empty: the default; an optional one, such as a URL that turns
 a feature on, defaults to ``""``). Another type needs its branch in
-:meth:`Setting.parse` and :meth:`Setting.format`. A bad value raises :class:`SettingsError`
-naming the variable (or flag) and the value.
+:meth:`Setting.parse` and :meth:`Setting.format`. A bad value raises
+:class:`SettingsError` naming the variable (or flag) and the value.
 
 How to add a setting (one place, this file): add a field to :class:`Settings`
 (or :class:`DatabaseOptions` for the database's pool and timeouts)::
@@ -431,19 +431,15 @@ def _flag_parser(spec: Setting, flag: str) -> Any:
 def from_flags(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
     """The settings of ``env`` (default ``os.environ``) with the flags given in ``args`` on top."""
     overrides: dict[str, Any] = {}
-    database: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}  # option groups: {"database": {"pool_size": 3}}
     for spec in declarations():
         value = getattr(args, _dest(spec), None)
-        if value is None:
-            continue
-        group, _, name = spec.attribute.rpartition(".")
-        if group == "database":
-            database[name] = value
-        else:
-            overrides[name] = value
+        if value is not None:
+            group, _, name = spec.attribute.rpartition(".")
+            (nested.setdefault(group, {}) if group else overrides)[name] = value
     settings = Settings.from_env(env, **overrides)
-    if database:
-        settings = replace(settings, database=replace(settings.database, **database))
+    for group, values in nested.items():
+        settings = replace(settings, **{group: replace(getattr(settings, group), **values)})
     return settings
 
 
