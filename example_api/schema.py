@@ -71,14 +71,34 @@ def page_key(parent: object, info: Ctx, limit: int, offset: int) -> PageKey:
     return (int(parent.id), *page_of(info, limit, offset))  # type: ignore[attr-defined]
 
 
+MAX_ID = 2**31 - 1
+"""The largest id: the primary keys are 32-bit on PostgreSQL (``int4``)."""
+
+EXCERPT = 40
+"""Most characters of a client's value an error message repeats."""
+
+
+def excerpt(value: object) -> str:
+    """``repr(value)``, cut to :data:`EXCERPT` characters: an error never echoes a megabyte."""
+    text = str(value)
+    if len(text) <= EXCERPT:
+        return repr(text)
+    return f"{text[:EXCERPT]!r}... ({len(text)} characters)"
+
+
 def id_of(value: strawberry.ID, argument: str) -> int:
-    """The integer behind an ``ID`` argument, or a clear error naming the argument."""
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if number <= 0 or str(number) != str(value).strip():
-        raise UserInputError(f"{argument} must be a positive integer id, got {value!r}")
+    """The integer behind an ``ID`` argument, or a clear error naming the argument.
+
+    Checked before any SQL: an id no row can have (0, negative, past
+    :data:`MAX_ID`, not a number) fails this field only, never the batch
+    holding the other keys.
+    """
+    text = str(value).strip()
+    number = int(text) if text.isascii() and text.isdigit() and len(text) <= 10 else 0
+    if not 0 < number <= MAX_ID or str(number) != text:
+        raise UserInputError(
+            f"{argument} must be a positive integer id up to {MAX_ID}, got {excerpt(value)}"
+        )
     return number
 
 
@@ -240,7 +260,8 @@ def _tag_names(names: Iterable[str]) -> list[str]:
         )
     for name in wanted:
         if not name or len(name) > 50:
-            raise UserInputError(f"tag names must have 1 to 50 characters, got {name!r}")
+            raise UserInputError(f"tag names must have 1 to 50 characters, got {excerpt(name)}")
+        _check_storable(name, "tags")
     return wanted
 
 
@@ -261,10 +282,25 @@ async def _link_tags(session: AsyncSession, post_id: int, tag_ids: list[int]) ->
     return tag_ids
 
 
+MAX_BODY = 10_000
+"""Most characters of a post's or a comment's body."""
+
+
+def _check_storable(value: str, argument: str) -> None:
+    """Refuse what the databases cannot store: NUL (PostgreSQL), lone surrogates (UTF-8)."""
+    if "\x00" in value:
+        raise UserInputError(f"{argument} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserInputError(f"{argument} must be valid Unicode (no lone surrogates)") from None
+
+
 def _check_text(value: str, argument: str, maximum: int) -> str:
     value = value.strip()
     if not value or len(value) > maximum:
         raise UserInputError(f"{argument} must have 1 to {maximum} characters")
+    _check_storable(value, argument)
     return value
 
 
@@ -283,6 +319,7 @@ class Mutation:
     ) -> Post:
         author = await _existing_user(info, id_of(author_id, "authorId"), "authorId")
         title = _check_text(title, "title", 200)
+        body = _check_text(body, "body", MAX_BODY) if body.strip() else ""
         tag_names = _tag_names(tags or ())
         loaders = info.context.loaders
         async with info.context.sessions.session() as session, session.begin():
@@ -303,7 +340,7 @@ class Mutation:
     ) -> Comment:
         post = await _existing_post(info, id_of(post_id, "postId"))
         author = await _existing_user(info, id_of(author_id, "authorId"), "authorId")
-        body = _check_text(body, "body", 10_000)
+        body = _check_text(body, "body", MAX_BODY)
         async with info.context.sessions.session() as session, session.begin():
             comment = models.Comment(post_id=post.id, author_id=author.id, body=body)
             session.add(comment)

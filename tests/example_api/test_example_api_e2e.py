@@ -252,7 +252,7 @@ def test_concurrent_writes_of_one_new_tag_create_it_once(server: Server, databas
 
 def test_mutations_name_the_bad_argument(server: Server) -> None:
     body = server.graphql('mutation { addComment(postId: "abc", authorId: "1", body: "x") { id } }')
-    assert _error(body) == "postId must be a positive integer id, got 'abc'"
+    assert _error(body) == "postId must be a positive integer id up to 2147483647, got 'abc'"
     body = server.graphql('mutation { createPost(authorId: "99999", title: "x") { id } }')
     assert _error(body) == "authorId: user 99999 does not exist"
 
