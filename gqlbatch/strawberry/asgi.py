@@ -84,15 +84,27 @@ class GraphQL(_StrawberryGraphQL[Context[RegistryT], None], Generic[RegistryT]):
                 await context.aclose()
 
     def decode_json(self, data: str | bytes) -> object:
-        """Parse a JSON body; bytes that are not UTF-8 count as bad JSON (400, not 500).
+        """Parse JSON that must hold an object, or a list of objects (a batch).
 
-        Strawberry answers 400 to a :class:`json.JSONDecodeError` only; ``json.loads``
-        raises :class:`UnicodeDecodeError` on invalid UTF-8, which would become a 500.
+        Strawberry answers 400 to a :class:`json.JSONDecodeError` only, and a 500
+        to what else goes wrong: :class:`UnicodeDecodeError` (bytes that are not
+        UTF-8), :class:`ValueError` (a number of more than 4,300 digits),
+        :class:`RecursionError` (arrays nested 100,000 deep), and a JSON scalar
+        (``123``, ``null``) where it reads fields. Each is a JSONDecodeError here.
         """
         try:
-            return super().decode_json(data)
+            value = super().decode_json(data)
+        except json.JSONDecodeError:
+            raise
         except UnicodeDecodeError as error:
             raise json.JSONDecodeError(f"invalid UTF-8 ({error.reason})", "", 0) from error
+        except (ValueError, RecursionError) as error:
+            raise json.JSONDecodeError(f"unreadable JSON ({error})", "", 0) from error
+        if isinstance(value, dict) or (
+            isinstance(value, list) and all(isinstance(item, dict) for item in value)
+        ):
+            return value
+        raise json.JSONDecodeError("not an object or a list of objects", "", 0)
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
