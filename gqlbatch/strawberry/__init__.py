@@ -16,9 +16,9 @@ them:
 - :func:`write_through` and :func:`invalidate` keep a mutation's response fresh.
 - :func:`from_index_batch` adapts a batch function written for Strawberry's
   ``DataLoader`` or aiodataloader (a list aligned with the keys).
-- :class:`CostLimiter`, :class:`DepthLimiter`, :class:`AliasLimiter` and
-  :class:`RepeatLimiter` refuse a costly or hostile document before it is
-  validated or executed, in time linear in the document.
+- :class:`CostLimiter`, :class:`DepthLimiter`, :class:`AliasLimiter`,
+  :class:`RepeatLimiter` and :class:`OperationNameRequired` refuse a costly or
+  hostile document before it is validated or executed, in time linear in it.
 
 This module imports Strawberry, never SQLAlchemy: anything with
 ``bind(sessions)`` and ``loader_options`` is treated as a fetcher (see
@@ -43,7 +43,12 @@ from gqlbatch.strawberry.cost import CostLimiter
 from gqlbatch.strawberry.declare import loader
 from gqlbatch.strawberry.extension import LoaderExtension
 from gqlbatch.strawberry.getter import context_getter
-from gqlbatch.strawberry.limits import AliasLimiter, DepthLimiter, RepeatLimiter
+from gqlbatch.strawberry.limits import (
+    AliasLimiter,
+    DepthLimiter,
+    OperationNameRequired,
+    RepeatLimiter,
+)
 from gqlbatch.strawberry.mutations import invalidate, write_through
 from gqlbatch.strawberry.protocols import Fetcher, StatementCounting, StatementScope
 from gqlbatch.strawberry.registry import LoaderRegistry, LoaderSpec, RegistryClosedError
@@ -62,6 +67,7 @@ __all__ = [
     "LoaderExtension",
     "LoaderRegistry",
     "LoaderSpec",
+    "OperationNameRequired",
     "RegistryClosedError",
     "RepeatLimiter",
     "StatementCounting",

@@ -14,7 +14,11 @@ response name in one selection set, so ``posts { id }`` written 495 times
 one response name appears more than ``max_repeats`` times, counting the
 fields of inline fragments and of the distinct named fragments spread there.
 
-All three run when validation starts and refuse the document before
+:class:`OperationNameRequired` refuses a document of several operations sent
+without ``operationName``, as the GraphQL specification asks (Strawberry runs
+the first one).
+
+All of them run when validation starts and refuse the document before
 graphql-core validates it (:class:`~gqlbatch.strawberry._document.PreValidationCheck`).
 Their errors carry a code in ``extensions.code``: ``MAX_DEPTH_EXCEEDED``,
 ``MAX_ALIASES_EXCEEDED`` and ``MAX_REPEATS_EXCEEDED``.
@@ -55,7 +59,7 @@ from gqlbatch.strawberry._document import (
     operations_of,
 )
 
-__all__ = ["AliasLimiter", "DepthLimiter", "RepeatLimiter"]
+__all__ = ["AliasLimiter", "DepthLimiter", "OperationNameRequired", "RepeatLimiter"]
 
 
 def _check_limit(name: str, value: object, minimum: int) -> int:
@@ -260,5 +264,30 @@ class RepeatLimiter(PreValidationCheck):
                 f"Allowed: {self.max_repeats}",
                 node,
                 extensions={"code": "MAX_REPEATS_EXCEEDED"},
+            )
+        ]
+
+
+# --------------------------------------------------------------------------- operation name
+
+
+class OperationNameRequired(PreValidationCheck):
+    """Refuses several operations without ``operationName``, with the specification's error.
+
+    Message: ``Must provide operation name if query contains multiple
+    operations.``, code ``OPERATION_NAME_REQUIRED``.
+    """
+
+    def check(self, document: DocumentNode) -> list[GraphQLError]:
+        # ``operation_name`` falls back on the first operation's name; only the private
+        # attribute tells whether the client sent one (pinned by the tests).
+        if getattr(self.execution_context, "_provided_operation_name", None) is not None:
+            return []
+        if len(operations_of(document)) < 2:
+            return []
+        return [
+            GraphQLError(
+                "Must provide operation name if query contains multiple operations.",
+                extensions={"code": "OPERATION_NAME_REQUIRED"},
             )
         ]

@@ -12,7 +12,7 @@ from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter, SchemaEx
 
 import gqlbatch.strawberry._document as document_module
 import gqlbatch.strawberry.limits as limits
-from gqlbatch.strawberry import AliasLimiter, DepthLimiter, RepeatLimiter
+from gqlbatch.strawberry import AliasLimiter, DepthLimiter, OperationNameRequired, RepeatLimiter
 
 Extension = Callable[[], SchemaExtension]
 
@@ -165,6 +165,24 @@ def test_repeats_count_the_fields_graphql_core_would_compare(query: str, count: 
 
 def test_distinct_fields_and_fragments_stay_under_the_repeat_limit() -> None:
     assert messages([partial(RepeatLimiter, max_repeats=1)], doubling(30)) == []
+
+
+# --------------------------------------------------------------------------- operation name
+
+
+def test_several_operations_without_a_name_get_the_specifications_error() -> None:
+    schema = strawberry.Schema(Query, extensions=[OperationNameRequired])
+    query = "query A { posts(limit: 1) { id } } query B { posts(limit: 2) { id } }"
+    refused = schema.execute_sync(query)
+    assert refused.data is None
+    assert [dict(e.formatted) for e in refused.errors or ()] == [
+        {
+            "message": "Must provide operation name if query contains multiple operations.",
+            "extensions": {"code": "OPERATION_NAME_REQUIRED"},
+        }
+    ]
+    assert schema.execute_sync(query, operation_name="B").data == {"posts": [{"id": 0}, {"id": 1}]}
+    assert schema.execute_sync("query A { posts(limit: 1) { id } }").errors is None
 
 
 # --------------------------------------------------------------------------- together, misuse
