@@ -26,6 +26,10 @@ OUTCOMES = ("ok", "partial", "error")
 keys failed (per-key exceptions), or the call raised (timed out, was cancelled)."""
 KNOWN_PATHS = frozenset({"/graphql", "/healthz", "/metrics"})
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""HTTP methods counted under their own name; any other shares the label ``other``, so a
+client sending thousands of made-up methods cannot grow ``/metrics`` without bound."""
+
 Labels = tuple[tuple[str, str], ...]
 
 
@@ -112,9 +116,10 @@ class Metrics:
         self._gauges[name] = (help_text, read)
 
     def observe_request(self, method: str, path: str, status: int, seconds: float) -> None:
-        """Count one HTTP request and its latency (unknown paths share one label)."""
+        """Count one HTTP request and its latency (unknown paths and methods share a label)."""
         route = path if path in KNOWN_PATHS else "other"
-        key = (("method", method), ("path", route), ("status", str(status)))
+        verb = method if method in KNOWN_METHODS else "other"
+        key = (("method", verb), ("path", route), ("status", str(status)))
         self.requests[key] = self.requests.get(key, 0) + 1
         self.latency.observe(seconds, (("path", route),))
 
