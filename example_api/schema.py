@@ -9,6 +9,7 @@ reads what was just written.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import partial
@@ -185,7 +186,7 @@ class Tag:
 
 @strawberry.type
 class RecordViewPayload:
-    """A view accepted for writing; ``viewCount`` includes it a moment later."""
+    """A view written: the bulk UPDATE holding it committed before this answer."""
 
     post_id: strawberry.ID
     accepted: bool
@@ -361,15 +362,24 @@ class Mutation:
         return post  # type: ignore[return-value]
 
     @mutation(
-        "Count one view of a post. Views from all requests are written "
-        "together in bulk a moment later; a full queue answers VIEW_QUEUE_FULL."
+        "Count one view of a post. Views from all requests are written together in bulk; "
+        "the answer comes once this view's UPDATE committed (within the flush window). "
+        "Null with an error when the view was not written: VIEW_QUEUE_FULL, SHUTTING_DOWN, "
+        "VIEW_NOT_WRITTEN; each recordView of a request answers for itself."
     )
-    async def record_view(self, info: Ctx, post_id: strawberry.ID) -> RecordViewPayload:
+    async def record_view(self, info: Ctx, post_id: strawberry.ID) -> RecordViewPayload | None:
         post = await _existing_post(info, id_of(post_id, "postId"))
         try:
-            info.context.views.record(post.id)
+            written = info.context.views.record(post.id)
         except ViewQueueFullError as exc:
             raise UserInputError(str(exc), code="VIEW_QUEUE_FULL") from None
         except ViewsClosedError as exc:
             raise UserInputError(str(exc), code="SHUTTING_DOWN") from None
+        try:
+            # shielded: a client that leaves does not take back a view the queue accepted
+            await asyncio.shield(written)
+        except Exception:
+            raise UserInputError(
+                f"the view of post {post.id} was not written; retry", code="VIEW_NOT_WRITTEN"
+            ) from None
         return RecordViewPayload(post_id=strawberry.ID(str(post.id)), accepted=True)

@@ -129,11 +129,12 @@ class ViewCounter:
         """Views accepted and not yet written."""
         return self._queue.size
 
-    def record(self, post_id: int) -> None:
+    def record(self, post_id: int) -> asyncio.Future[bool]:
         """Accept one view of ``post_id``; it is written with the next bulk UPDATE.
 
-        Raises :class:`ViewQueueFullError` at once when the queue is full, and
-        :class:`ViewsClosedError` once shutdown has begun.
+        Returns the future of that write: True once the UPDATE committed, or the
+        error that lost the view. Raises :class:`ViewQueueFullError` at once when
+        the queue is full, and :class:`ViewsClosedError` once shutdown has begun.
         """
         try:
             future = self._queue.enqueue(post_id)
@@ -149,6 +150,7 @@ class ViewCounter:
             ) from None
         self._metrics.views_accepted += 1
         future.add_done_callback(self._written)
+        return future
 
     async def flush(self) -> None:
         """Write every view accepted so far."""
