@@ -36,13 +36,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from strawberry.extensions import (
-    DisableIntrospection,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    QueryDepthLimiter,
-    SchemaExtension,
-)
+from strawberry.extensions import DisableIntrospection, MaxTokensLimiter, SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 
 from example_api import migrations, schema
@@ -50,6 +44,13 @@ from example_api.context import AppContext
 from example_api.db import create_engine, create_sessionmaker
 from example_api.extensions import ExampleSchema, PublicErrors, RequestStats
 from example_api.gc_tuning import gc_tuned
+from example_api.guard import (
+    Admission,
+    AdmissionExtension,
+    HostCheck,
+    OperationGuard,
+    SecurityHeaders,
+)
 from example_api.loaders import Loaders, registry_options
 from example_api.metrics import Metrics
 from example_api.middleware import BodySizeLimit, MetricsMiddleware
@@ -58,7 +59,15 @@ from example_api.state import AppState
 from example_api.views import ViewCounter
 from gqlbatch import add_observer, remove_observer
 from gqlbatch.sqlalchemy import PerBatchSessions, StatementCounter
-from gqlbatch.strawberry import GraphQL, LoaderExtension
+from gqlbatch.strawberry import (
+    AliasLimiter,
+    CostLimiter,
+    DepthLimiter,
+    GraphQL,
+    LoaderExtension,
+    OperationNameRequired,
+    RepeatLimiter,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -79,9 +88,15 @@ def _require_opentelemetry() -> None:
         ) from None
 
 
+def cost_limiter(settings: Settings) -> CostLimiter:
+    """The cost limit of ``settings``: every list field of the blog is paged by ``limit``."""
+    return CostLimiter(settings.max_cost, default_list_size=settings.max_page_size)
+
+
 def build_schema(
     settings: Settings,
     *,
+    admission: Admission | None = None,
     tracing: bool = False,
     tracer_provider: TracerProvider | None = None,
     query: type = schema.Query,
@@ -93,6 +108,7 @@ def build_schema(
     the operation's span encloses everything else the request does; its spans
     go to ``tracer_provider`` (default: the global one). ``query`` and
     ``mutation`` are the root types (default: the blog's, in :mod:`example_api.schema`).
+    ``admission`` holds expensive operations back (:mod:`example_api.guard`).
     """
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = []
     if tracing:
@@ -105,8 +121,18 @@ def build_schema(
         )
     extensions += [
         partial(MaxTokensLimiter, max_token_count=settings.max_tokens),
-        partial(QueryDepthLimiter, max_depth=settings.max_depth),
-        partial(MaxAliasesLimiter, max_alias_count=settings.max_aliases),
+        # Before validation, each linear in the document: a refusal skips validation.
+        OperationNameRequired,
+        partial(DepthLimiter, max_depth=settings.max_depth),
+        partial(AliasLimiter, max_alias_count=settings.max_aliases),
+        partial(RepeatLimiter, max_repeats=settings.max_repeats),
+        partial(cost_limiter, settings),
+    ]
+    if admission is not None:  # after the limits: a refused operation takes no slot
+        extensions.append(
+            partial(AdmissionExtension, admission=admission, cost=cost_limiter(settings))
+        )
+    extensions += [
         LoaderExtension.with_statistics(settings.debug),  # closes loaders; debug: stats
         RequestStats,  # after LoaderExtension, so it ends first: loaders still counted
     ]
@@ -208,6 +234,11 @@ def create_app(
     graphql: GraphQL[Loaders] = GraphQL(
         build_schema(
             settings,
+            admission=Admission(
+                max_expensive=settings.max_expensive,
+                cheap_cost=settings.cheap_cost,
+                wait_ms=settings.admission_wait_ms,
+            ),
             tracing=tracing,
             tracer_provider=tracer_provider,
             query=query,
@@ -231,6 +262,14 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.example_api = state
+    # The last added is the outermost.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        OperationGuard,
+        timeout_ms=settings.request_timeout_ms,
+        max_response_bytes=settings.max_response_bytes,
+    )
+    app.add_middleware(HostCheck, allowed_hosts=settings.allowed_host_names)
+    app.add_middleware(SecurityHeaders)  # on every answer, the Host check's 400 too
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: counts 413s
     return app

@@ -77,6 +77,8 @@ def serve(args: argparse.Namespace) -> int:
         log_config=_log_config(args.log_level),
         timeout_graceful_shutdown=args.graceful_timeout,
         lifespan="on",
+        server_header=False,  # no banner naming the server and its version
+        limit_concurrency=settings.max_connections,
     )
     return 0
 

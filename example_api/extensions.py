@@ -67,8 +67,19 @@ class PublicErrors(MaskErrors):
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         processed = super()._process_errors(errors)
         for error in processed:
-            error.message = _SUGGESTION.sub("", error.message)
+            error.message = _cut(_SUGGESTION.sub("", error.message))
         return processed
+
+
+MAX_MESSAGE = 300
+"""Most characters of an error message in production: graphql-core's own messages quote
+the client's values whole (a 1 MB variable would come back in every error about it)."""
+
+
+def _cut(message: str) -> str:
+    if len(message) <= MAX_MESSAGE:
+        return message
+    return f"{message[:MAX_MESSAGE]}... ({len(message)} characters, cut)"
 
 
 class ExampleSchema(strawberry.Schema):

@@ -331,6 +331,64 @@ class Settings(_FromEnv):
         "largest request body; a larger one is answered 413 without being read",
         minimum=1,
     )
+    max_cost: int = setting(
+        "EXAMPLE_API_MAX_COST",
+        100_000,
+        "most objects one operation may ask for, page sizes multiplied down the tree "
+        "(`gqlbatch.strawberry.CostLimiter`)",
+        minimum=1,
+        flag="--max-cost",
+    )
+    max_repeats: int = setting(
+        "EXAMPLE_API_MAX_REPEATS",
+        10,
+        "most fields of one response name in one selection set (`RepeatLimiter`)",
+        minimum=1,
+    )
+    request_timeout_ms: int = setting(
+        "EXAMPLE_API_REQUEST_TIMEOUT_MS",
+        10_000,
+        "deadline of one GraphQL request; then it is cancelled, DB statements too (0: none)",
+        minimum=0,
+        flag="--request-timeout-ms",
+    )
+    max_response_bytes: int = setting(
+        "EXAMPLE_API_MAX_RESPONSE_BYTES",
+        10_485_760,
+        "longest GraphQL answer sent; a longer one is replaced by a RESPONSE_TOO_LARGE error",
+        minimum=1,
+    )
+    max_expensive: int = setting(
+        "EXAMPLE_API_MAX_EXPENSIVE",
+        2,
+        "operations costing more than `EXAMPLE_API_CHEAP_COST` run at once per worker",
+        minimum=1,
+    )
+    cheap_cost: int = setting(
+        "EXAMPLE_API_CHEAP_COST",
+        5_000,
+        "an operation of at most this cost never waits for an expensive slot",
+        minimum=0,
+    )
+    admission_wait_ms: int = setting(
+        "EXAMPLE_API_ADMISSION_WAIT_MS",
+        2_000,
+        "how long an expensive operation waits for a slot; then 503 with `Retry-After`",
+        minimum=0,
+    )
+    max_connections: int = setting(
+        "EXAMPLE_API_MAX_CONNECTIONS",
+        900,
+        "open connections per worker (uvicorn `limit_concurrency`); beyond it a 503, "
+        "so idle sockets cannot exhaust 1,024 file descriptors",
+        minimum=1,
+    )
+    allowed_hosts: str = setting(
+        "EXAMPLE_API_ALLOWED_HOSTS",
+        "localhost,127.0.0.1,::1",
+        "comma-separated `Host` names answered (any port); others get a 400 (`*`: all)",
+        flag="--allowed-hosts",
+    )
     view_queue_size: int = setting(
         "EXAMPLE_API_VIEW_QUEUE",
         10_000,
@@ -366,6 +424,11 @@ class Settings(_FromEnv):
                 f"EXAMPLE_API_WORKERS={self.workers} needs PostgreSQL: SQLite allows one "
                 "writer at a time, so run one worker on SQLite or set DATABASE_URL"
             )
+
+    @property
+    def allowed_host_names(self) -> tuple[str, ...]:
+        """``allowed_hosts`` as a tuple of names."""
+        return tuple(name.strip() for name in self.allowed_hosts.split(",") if name.strip())
 
     @property
     def is_sqlite(self) -> bool:
