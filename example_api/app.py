@@ -90,7 +90,11 @@ def _require_opentelemetry() -> None:
 
 def cost_limiter(settings: Settings) -> CostLimiter:
     """The cost limit of ``settings``: every list field of the blog is paged by ``limit``."""
-    return CostLimiter(settings.max_cost, default_list_size=settings.max_page_size)
+    return CostLimiter(
+        settings.max_cost,
+        default_list_size=settings.max_page_size,
+        max_list_size=settings.max_page_size,  # a larger limit gets the page-size error
+    )
 
 
 def build_schema(

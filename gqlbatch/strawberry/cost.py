@@ -144,7 +144,13 @@ class _Costing:
         return _cap(size * (own + inner))
 
     def page_size(self, node: FieldNode, arguments: Mapping[str, Any], coordinate: str) -> int:
-        """How many items a list field can return: its size argument, else its hint."""
+        """How many items a list field can return, at most ``max_list_size``."""
+        size = self._page_size(node, arguments, coordinate)
+        cap = self.limiter.max_list_size
+        return size if cap is None else min(size, cap)
+
+    def _page_size(self, node: FieldNode, arguments: Mapping[str, Any], coordinate: str) -> int:
+        """Its size argument, else its hint, else the default list size."""
         given = {argument.name.value: argument.value for argument in node.arguments or ()}
         for name in self.limiter.size_arguments:
             if name not in arguments:
@@ -175,6 +181,8 @@ class CostLimiter(PreValidationCheck):
             ``"Type.field"``.
         size_arguments: the names of the arguments that bound a list's length.
         default_list_size: the page size of any other list field.
+        max_list_size: the largest page the server returns, if it refuses larger
+            ones itself (a ``limit`` past it then gets the server's own error).
     """
 
     def __init__(
@@ -185,6 +193,7 @@ class CostLimiter(PreValidationCheck):
         list_sizes: Mapping[str, int] | None = None,
         size_arguments: Sequence[str] = ("limit", "first", "last"),
         default_list_size: int = 10,
+        max_list_size: int | None = None,
     ) -> None:
         if isinstance(max_cost, bool) or not isinstance(max_cost, int) or max_cost < 1:
             raise ValueError(f"max_cost must be an integer >= 1, got {max_cost!r}")
@@ -205,6 +214,11 @@ class CostLimiter(PreValidationCheck):
         self.list_sizes = dict(list_sizes or {})
         self.size_arguments = tuple(size_arguments)
         self.default_list_size = default_list_size
+        if max_list_size is not None and (not isinstance(max_list_size, int) or max_list_size < 0):
+            raise ValueError(
+                f"max_list_size must be an integer >= 0 or None, got {max_list_size!r}"
+            )
+        self.max_list_size = max_list_size
 
     def cost(
         self,

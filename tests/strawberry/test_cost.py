@@ -107,6 +107,11 @@ def test_page_sizes_come_from_variables_then_their_defaults_then_the_schema() ->
     assert cost(query, {"n": "junk"}) == 10 * (1 + 10)  # the schema's; coercion refuses it
 
 
+def test_page_sizes_past_the_largest_page_count_as_the_largest_page() -> None:
+    assert cost("{ tags(limit: 100000) { posts(limit: 7) { id } } }", max_list_size=50) == 50 * 8
+    assert cost("query($n: Int!) { tags(limit: $n) { id } }", {"n": 10**12}, max_list_size=50) == 50
+
+
 def test_field_cost_hints_and_list_sizes_price_a_users_own_fields() -> None:
     query = '{ search(text: "x", first: 2) { id related { id } } }'
     assert cost(query) == 2 * (1 + 10)
@@ -167,6 +172,10 @@ async def test_a_query_at_the_limit_runs() -> None:
         (
             lambda: CostLimiter(10, size_arguments="limit"),
             "size_arguments must be a sequence of names, got 'limit'",
+        ),
+        (
+            lambda: CostLimiter(10, max_list_size=-1),
+            "max_list_size must be an integer >= 0 or None, got -1",
         ),
         (
             lambda: CostLimiter(10, default_list_size=-1),
