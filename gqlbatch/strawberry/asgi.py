@@ -84,7 +84,7 @@ class GraphQL(_StrawberryGraphQL[Context[RegistryT], None], Generic[RegistryT]):
                 await context.aclose()
 
     def decode_json(self, data: str | bytes) -> object:
-        """Parse JSON that must hold an object, or a list of objects (a batch).
+        """Parse JSON that must hold an object, or a list (a batch).
 
         Strawberry answers 400 to a :class:`json.JSONDecodeError` only, and a 500
         to what else goes wrong: :class:`UnicodeDecodeError` (bytes that are not
@@ -100,11 +100,9 @@ class GraphQL(_StrawberryGraphQL[Context[RegistryT], None], Generic[RegistryT]):
             raise json.JSONDecodeError(f"invalid UTF-8 ({error.reason})", "", 0) from error
         except (ValueError, RecursionError) as error:
             raise json.JSONDecodeError(f"unreadable JSON ({error})", "", 0) from error
-        if isinstance(value, dict) or (
-            isinstance(value, list) and all(isinstance(item, dict) for item in value)
-        ):
+        if isinstance(value, (dict, list)):  # a list is a batch: Strawberry checks it
             return value
-        raise json.JSONDecodeError("not an object or a list of objects", "", 0)
+        raise json.JSONDecodeError("not an object (nor a list: a batch)", "", 0)
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
