@@ -80,6 +80,14 @@ def _cap(value: int) -> int:
     return min(value, COST_CEILING)
 
 
+def _int_literal(text: str) -> int:
+    """An Int literal's value, at least 0, at most :data:`COST_CEILING` (a 5,000-digit
+    literal is more than ``int()`` converts: graphql-core refuses it later)."""
+    if text.startswith("-"):
+        return 0
+    return int(text) if len(text) <= 15 else COST_CEILING
+
+
 class _Costing:
     """The cost walk of one operation: its variables and the fragments costed so far."""
 
@@ -96,7 +104,7 @@ class _Costing:
         for definition in operation.variable_definitions or ():
             name = definition.variable.name.value
             if name not in self.variables and isinstance(definition.default_value, IntValueNode):
-                self.variables[name] = int(definition.default_value.value)
+                self.variables[name] = _int_literal(definition.default_value.value)
 
     def fragment(self, fragment: FragmentDefinitionNode, done: dict[str, int]) -> int:
         parent = self.schema.get_type(fragment.type_condition.name.value)
@@ -157,7 +165,7 @@ class _Costing:
                 continue
             value = given.get(name)
             if isinstance(value, IntValueNode):
-                return max(0, int(value.value))
+                return _int_literal(value.value)
             if isinstance(value, VariableNode):
                 number = self.variables.get(value.name.value)
                 if isinstance(number, int) and not isinstance(number, bool):

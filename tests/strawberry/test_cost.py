@@ -11,6 +11,7 @@ import strawberry
 from graphql import parse
 
 from gqlbatch.strawberry import CostLimiter
+from gqlbatch.strawberry.cost import COST_CEILING
 
 resolved: list[str] = []  # the fields resolved, to show a refused query runs nothing
 
@@ -92,6 +93,7 @@ def cost(query: str, variables: Mapping[str, Any] | None = None, **options: Any)
         ("{ tags(limit: 2) { ... on Tag { posts(limit: 3) { id } } } }", 2 * (1 + 3)),
         ("{ __schema { types { name } } tags(limit: 1) { __typename } }", 1),  # introspection
         ("{ tags(limit: -5) { id } }", 0),
+        ("{ tags(limit: " + "9" * 5000 + ") { id } }", COST_CEILING),  # past int()'s digits
         ("{ tags(limit: 2) { nope { id } } }", 2),  # unknown fields: validation's business
         (BOMB, 100 + 100**2 + 100**3 + 100**4 + 100**5),
     ],
@@ -103,6 +105,7 @@ def test_cost_counts_every_object_a_query_can_return(query: str, expected: int) 
 def test_page_sizes_come_from_variables_then_their_defaults_then_the_schema() -> None:
     query = "query($n: Int = 3, $m: Int) { tags(limit: $n) { posts(limit: $m) { id } } }"
     assert cost(query) == 3 * (1 + 10)
+    assert cost("query($n: Int = " + "9" * 5000 + ") { tags(limit: $n) { id } }") == COST_CEILING
     assert cost(query, {"n": 7, "m": 2}) == 7 * (1 + 2)
     assert cost(query, {"n": "junk"}) == 10 * (1 + 10)  # the schema's; coercion refuses it
 
@@ -126,8 +129,6 @@ def test_a_fragment_spread_2_to_the_40_times_is_priced_exactly_and_at_once() -> 
 
 
 def test_a_cost_past_the_ceiling_is_reported_as_the_ceiling() -> None:
-    from gqlbatch.strawberry.cost import COST_CEILING
-
     query = "{ " + "tags(limit: 1000) { posts(limit: 1000) { " * 4 + "id" + " } }" * 4 + " }"
     assert cost(query) == COST_CEILING
 
