@@ -44,8 +44,15 @@ class RequestStats(SchemaExtension):
 
 
 def is_public(error: GraphQLError) -> bool:
-    """Validation, syntax and limit errors, and errors raised as GraphQLError on purpose."""
-    return error.original_error is None or isinstance(error.original_error, GraphQLError)
+    """Validation, syntax and limit errors, and errors raised as GraphQLError on purpose.
+
+    A literal that a scalar cannot parse (``limit: 999...`` with 5,000 digits,
+    which ``int()`` refuses) is the client's too: graphql-core's validation
+    reports it as "Expected value of type ..." with the parse error attached.
+    """
+    if error.original_error is None or isinstance(error.original_error, GraphQLError):
+        return True
+    return error.path is None and error.message.startswith("Expected value of type ")
 
 
 class PublicErrors(MaskErrors):
