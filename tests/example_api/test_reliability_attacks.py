@@ -192,8 +192,10 @@ async def test_a_client_that_gives_up_stops_its_database_statement(
         assert await until(lambda: _waiting(conn, 1), 10)  # the server's SELECT waits
         with pytest.raises(httpx.ReadTimeout):
             await gives_up
+        gone = time.monotonic()
         # The statement stops although the lock it waits for is still held.
         assert await until(lambda: _none_waiting(conn), 5)
+        print(f"statement stopped {1000 * (time.monotonic() - gone):.0f} ms after the client left")
         normal = await client.post("/graphql", json={"query": NORMAL})
         assert normal.json()["data"]["user"]["id"] == "1"
 
