@@ -90,7 +90,8 @@ class GraphQL(_StrawberryGraphQL[Context[RegistryT], None], Generic[RegistryT]):
         to what else goes wrong: :class:`UnicodeDecodeError` (bytes that are not
         UTF-8), :class:`ValueError` (a number of more than 4,300 digits),
         :class:`RecursionError` (arrays nested 100,000 deep), and a JSON scalar
-        (``123``, ``null``) where it reads fields. Each is a JSONDecodeError here.
+        (``123``, ``null``) where it reads fields, in the body or in a batch.
+        Each is a JSONDecodeError here.
         """
         try:
             value = super().decode_json(data)
@@ -100,8 +101,12 @@ class GraphQL(_StrawberryGraphQL[Context[RegistryT], None], Generic[RegistryT]):
             raise json.JSONDecodeError(f"invalid UTF-8 ({error.reason})", "", 0) from error
         except (ValueError, RecursionError) as error:
             raise json.JSONDecodeError(f"unreadable JSON ({error})", "", 0) from error
-        if isinstance(value, (dict, list)):  # a list is a batch: Strawberry checks it
+        if isinstance(value, dict):
             return value
+        if isinstance(value, list):  # a batch: Strawberry refuses it when batching is off,
+            batching = getattr(self.schema.config, "batching_config", None)
+            if not batching or all(isinstance(item, dict) for item in value):
+                return value  # and reads fields of each item when it is on
         raise json.JSONDecodeError("not an object (nor a list: a batch)", "", 0)
 
     async def get_context(
