@@ -206,6 +206,13 @@ def create_app(
             traced,
             settings.redacted_database_url,
         )
+        if settings.auth_secret:
+            log.info("authorization on: mutations need a bearer token; email is owner-only")
+        else:
+            log.info(
+                "authorization OFF (EXAMPLE_API_AUTH_SECRET unset): anyone may write as any "
+                "user and read every email"
+            )
         with gc_tuned() if settings.gc_tuning else nullcontext():
             try:
                 yield

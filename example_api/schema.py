@@ -24,6 +24,7 @@ from strawberry.types import Info
 from strawberry.types.field import StrawberryField
 
 from example_api import models
+from example_api.auth import TokenError
 from example_api.context import AppContext
 from example_api.loaders import PageKey
 from example_api.views import ViewQueueFullError, ViewsClosedError
@@ -87,6 +88,33 @@ def excerpt(value: object) -> str:
     return f"{text[:EXCERPT]!r}... ({len(text)} characters)"
 
 
+def _viewer(info: Ctx) -> int | None:
+    """The user the request's bearer token names (None: no token); a bad token is refused."""
+    try:
+        return info.context.viewer()
+    except TokenError as error:
+        raise UserInputError(str(error), code="UNAUTHENTICATED") from None
+
+
+def acting_user(info: Ctx, author_id: strawberry.ID | None = None) -> int | None:
+    """Who a mutation acts as: with tokens checked, the token's user (``authorId``, when
+    given, must name them); without, ``authorId`` as given (None when not given)."""
+    if not info.context.auth_required:
+        return None if author_id is None else id_of(author_id, "authorId")
+    viewer = _viewer(info)
+    if viewer is None:
+        raise UserInputError(
+            "mutations need 'Authorization: Bearer <token>' (python -m example_api token USER_ID)",
+            code="UNAUTHENTICATED",
+        )
+    if author_id is not None and id_of(author_id, "authorId") != viewer:
+        raise UserInputError(
+            f"authorId must be the token's user ({viewer}), got {excerpt(author_id)}",
+            code="FORBIDDEN",
+        )
+    return viewer
+
+
 def id_of(value: strawberry.ID, argument: str) -> int:
     """The integer behind an ``ID`` argument, or a clear error naming the argument.
 
@@ -109,8 +137,17 @@ class User:
 
     id: strawberry.ID
     name: str
-    email: str
     created_at: datetime
+
+    @field(
+        "This user's email. When the server checks tokens (EXAMPLE_API_AUTH_SECRET), "
+        "only the user it belongs to reads it; others get null and a FORBIDDEN error."
+    )
+    def email(self, info: Ctx) -> str | None:
+        row: Any = self  # an ORM row: its email column
+        if info.context.auth_required and _viewer(info) != int(self.id):
+            raise UserInputError("email is visible to its owner only", code="FORBIDDEN")
+        return str(row.email)
 
     @field("This user's posts, oldest first.")
     async def posts(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[Post]:
@@ -318,7 +355,9 @@ class Mutation:
         body: str = "",
         tags: list[str] | None = None,
     ) -> Post:
-        author = await _existing_user(info, id_of(author_id, "authorId"), "authorId")
+        author_number = acting_user(info, author_id)
+        assert author_number is not None  # authorId is required
+        author = await _existing_user(info, author_number, "authorId")
         title = _check_text(title, "title", 200)
         body = _check_text(body, "body", MAX_BODY) if body.strip() else ""
         tag_names = _tag_names(tags or ())
@@ -339,8 +378,10 @@ class Mutation:
     async def add_comment(
         self, info: Ctx, post_id: strawberry.ID, author_id: strawberry.ID, body: str
     ) -> Comment:
+        author_number = acting_user(info, author_id)
+        assert author_number is not None  # authorId is required
         post = await _existing_post(info, id_of(post_id, "postId"))
-        author = await _existing_user(info, id_of(author_id, "authorId"), "authorId")
+        author = await _existing_user(info, author_number, "authorId")
         body = _check_text(body, "body", MAX_BODY)
         async with info.context.sessions.session() as session, session.begin():
             comment = models.Comment(post_id=post.id, author_id=author.id, body=body)
@@ -352,6 +393,7 @@ class Mutation:
 
     @mutation("Put a tag (created when new) on a post.")
     async def tag_post(self, info: Ctx, post_id: strawberry.ID, tag: str) -> Post:
+        acting_user(info)
         post = await _existing_post(info, id_of(post_id, "postId"))
         tag_names = _tag_names([tag])
         async with info.context.sessions.session() as session, session.begin():
@@ -368,6 +410,7 @@ class Mutation:
         "VIEW_NOT_WRITTEN; each recordView of a request answers for itself."
     )
     async def record_view(self, info: Ctx, post_id: strawberry.ID) -> RecordViewPayload | None:
+        acting_user(info)
         post = await _existing_post(info, id_of(post_id, "postId"))
         try:
             written = info.context.views.record(post.id)

@@ -389,6 +389,12 @@ class Settings(_FromEnv):
         "comma-separated `Host` names answered (any port); others get a 400 (`*`: all)",
         flag="--allowed-hosts",
     )
+    auth_secret: str = setting(
+        "EXAMPLE_API_AUTH_SECRET",
+        "",
+        "signs bearer tokens (`python -m example_api token USER_ID`); set, mutations need "
+        "one and act as its user, and `email` is its owner's only; empty: open",
+    )
     view_queue_size: int = setting(
         "EXAMPLE_API_VIEW_QUEUE",
         10_000,
