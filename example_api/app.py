@@ -34,16 +34,17 @@ import strawberry
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
 from strawberry.extensions import DisableIntrospection, MaxTokensLimiter, SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 
 from example_api import migrations, schema
 from example_api.context import AppContext
 from example_api.db import create_engine, create_sessionmaker
-from example_api.extensions import ExampleSchema, PublicErrors, RequestStats
+from example_api.extensions import ErrorCodes, ExampleSchema, PublicErrors, RequestStats
 from example_api.gc_tuning import gc_tuned
+from example_api.graphiql import ASSETS_PATH, GraphQLWithPage, assets_app, graphiql_html
 from example_api.guard import (
     Admission,
     AdmissionExtension,
@@ -63,7 +64,6 @@ from gqlbatch.strawberry import (
     AliasLimiter,
     CostLimiter,
     DepthLimiter,
-    GraphQL,
     LoaderExtension,
     OperationNameRequired,
     RepeatLimiter,
@@ -124,6 +124,7 @@ def build_schema(
             else partial(OpenTelemetryExtension, tracer_provider=tracer_provider)
         )
     extensions += [
+        ErrorCodes,  # a code in extensions.code for syntax and validation errors
         partial(MaxTokensLimiter, max_token_count=settings.max_tokens),
         # Before validation, each linear in the document: a refusal skips validation.
         OperationNameRequired,
@@ -206,6 +207,10 @@ def create_app(
             traced,
             settings.redacted_database_url,
         )
+        if settings.debug:
+            log.info("GraphiQL: open %s in a browser", settings.graphql_url)
+        else:
+            log.info("GraphQL endpoint: POST %s (no GraphiQL in production)", settings.graphql_url)
         if settings.auth_secret:
             log.info("authorization on: mutations need a bearer token; email is owner-only")
         else:
@@ -242,7 +247,7 @@ def create_app(
             state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
-    graphql: GraphQL[Loaders] = GraphQL(
+    graphql: GraphQLWithPage[Loaders] = GraphQLWithPage(
         build_schema(
             settings,
             admission=Admission(
@@ -259,17 +264,22 @@ def create_app(
         sessions=PerBatchSessions(state.sessions),
         statements=statements,
         context_class=partial(AppContext, state=state),
-        graphql_ide="graphiql" if settings.debug else None,
+        graphiql_page=graphiql_html(settings.graphiql_cdn) if settings.debug else None,
         allow_queries_via_get=True,  # queries only: Strawberry refuses mutations over GET
         subscription_protocols=(),
     )
+    routes: list[BaseRoute] = [
+        Route("/graphql", graphql),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    if settings.debug:  # GraphiQL: its files (unless from a CDN), and / leads to it
+        if not settings.graphiql_cdn:
+            routes.append(Mount(ASSETS_PATH, assets_app()))
+        routes.append(Route("/", lambda _request: RedirectResponse("/graphql"), methods=["GET"]))
     app = Starlette(
         debug=False,  # never a traceback page, even in debug mode: errors are in the log
-        routes=[
-            Route("/graphql", graphql),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-        ],
+        routes=routes,
         lifespan=lifespan,
     )
     app.state.example_api = state

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar, overload
 
@@ -18,6 +18,7 @@ from gqlbatch.sqlalchemy.spec import FetcherSpec, KeyPart
 __all__ = ["by_column", "by_group", "by_relationship"]
 
 K = TypeVar("K")
+T = TypeVar("T")
 
 
 def _python_type(column: ColumnElement[Any]) -> type | tuple[type, ...] | None:
@@ -300,6 +301,39 @@ def _equalities(condition: ColumnElement[Any] | None) -> int | None:
     return None
 
 
+# A collection (Mapped[list[Post]]) gives a ManyFetcher, anything else a OneFetcher; the
+# keys are the parent's join columns, whose types the attribute does not carry. A list is
+# a T too, so the overloads overlap; the first (the collection) is meant to win.
+@overload
+def by_relationship(  # type: ignore[overload-overlap]
+    attribute: QueryableAttribute[Collection[T]],
+    /,
+    *,
+    where: Any = None,
+    order_by: Any = None,
+    limit: int | None = None,
+    options: Any = None,
+    sessions: object = None,
+    name: str | None = None,
+    max_params: int | None = None,
+) -> ManyFetcher[Any, T]: ...
+
+
+@overload
+def by_relationship(
+    attribute: QueryableAttribute[T],
+    /,
+    *,
+    where: Any = None,
+    order_by: Any = None,
+    limit: int | None = None,
+    options: Any = None,
+    sessions: object = None,
+    name: str | None = None,
+    max_params: int | None = None,
+) -> OneFetcher[Any, T]: ...
+
+
 def by_relationship(
     attribute: QueryableAttribute[Any],
     /,
@@ -311,7 +345,7 @@ def by_relationship(
     sessions: object = None,
     name: str | None = None,
     max_params: int | None = None,
-) -> Any:
+) -> OneFetcher[Any, Any] | ManyFetcher[Any, Any]:
     """A fetcher for a relationship attribute, its keys read from the mapper.
 
     * many-to-one (``Post.author``): a :class:`OneFetcher` keyed by the parent's

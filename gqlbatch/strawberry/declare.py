@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from typing import Any, Literal, TypeVar, overload
 
 from gqlbatch import BatchOptions, ErrorMode, RetryPolicy
-from gqlbatch.strawberry.protocols import Fetcher
+from gqlbatch.strawberry.protocols import Fetcher, FetcherOf
 from gqlbatch.strawberry.registry import ENGINE_OPTIONS, UNSET, LoaderSpec
 
 __all__ = ["loader"]
@@ -105,6 +105,46 @@ def loader(
     *,
     key_of: Callable[[V], K],
     many: Literal[False] = ...,
+    missing: Literal["none"] = ...,
+    key_type: type | tuple[type, ...] | None = ...,
+    max_batch_size: int | None = ...,
+    max_wait_ms: float = ...,
+    max_queue_size: int | None = ...,
+    max_concurrency: int | None = ...,
+    error_mode: ErrorMode | str = ...,
+    retry: RetryPolicy = ...,
+    batch_timeout_ms: float | None = ...,
+    cache: bool = ...,
+    cache_key: Callable[[K], Hashable] | None = ...,
+    name: str | None = ...,
+) -> LoaderSpec[K, V | None]: ...
+
+
+# A fetcher that is not itself callable (it has bind() and loader_options): typed by
+# what bind() returns. Callable fetchers (gqlbatch.sqlalchemy's) match the overloads above.
+@overload
+def loader(
+    source: FetcherOf[K, V],
+    *,
+    missing: Literal["error"],
+    key_type: type | tuple[type, ...] | None = ...,
+    max_batch_size: int | None = ...,
+    max_wait_ms: float = ...,
+    max_queue_size: int | None = ...,
+    max_concurrency: int | None = ...,
+    error_mode: ErrorMode | str = ...,
+    retry: RetryPolicy = ...,
+    batch_timeout_ms: float | None = ...,
+    cache: bool = ...,
+    cache_key: Callable[[K], Hashable] | None = ...,
+    name: str | None = ...,
+) -> LoaderSpec[K, V]: ...
+
+
+@overload
+def loader(
+    source: FetcherOf[K, V],
+    *,
     missing: Literal["none"] = ...,
     key_type: type | tuple[type, ...] | None = ...,
     max_batch_size: int | None = ...,

@@ -6,11 +6,14 @@ and a statement counter are recognised by their shape, described here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
-__all__ = ["Fetcher", "StatementCounting", "StatementScope"]
+__all__ = ["Fetcher", "FetcherOf", "StatementCounting", "StatementScope"]
+
+K = TypeVar("K")
+V_co = TypeVar("V_co", covariant=True)
 
 
 @runtime_checkable
@@ -35,6 +38,21 @@ class Fetcher(Protocol):
     def loader_options(self) -> Mapping[str, Any]: ...
 
     def bind(self, sessions: Any, /) -> Any: ...
+
+
+class FetcherOf(Protocol[K, V_co]):
+    """A :class:`Fetcher` whose batch function maps ``K`` keys to ``V_co`` values.
+
+    For type checkers only: :func:`~gqlbatch.strawberry.loader` reads the key and
+    value types of a fetcher that is not itself callable from what ``bind`` returns.
+    """
+
+    @property
+    def loader_options(self) -> Mapping[str, Any]: ...
+
+    def bind(
+        self, sessions: Any, /
+    ) -> Callable[[list[K]], Awaitable[Mapping[K, V_co | BaseException]]]: ...
 
 
 class StatementScope(Protocol):
