@@ -418,12 +418,6 @@ async def one_round(client: httpx.AsyncClient) -> None:
     assert normal.json()["data"]["user"]["id"] == "1"
 
 
-async def test_rounds_of_every_attack_leave_normal_queries_answered(
-    client: httpx.AsyncClient,
-) -> None:
-    await one_round(client)
-
-
 @pytest.mark.soak
 async def test_rounds_of_every_attack_for_the_soak_duration(client: httpx.AsyncClient) -> None:
     """``make soak`` (GQLBATCH_SOAK_SECONDS set): rounds for that long; ``make test``: one."""
