@@ -21,22 +21,36 @@ from gqlbatch._observe import BatchInfo, BatchObserver, add_observer, remove_obs
 from gqlbatch._options import BatchOptions, ErrorMode, RetryPolicy
 from gqlbatch._queue import BatchedQueue
 from gqlbatch._stats import LoaderStats
+from gqlbatch._types import (
+    BatchFunction,
+    EngineOptions,
+    ErrorModeName,
+    KeyType,
+    LoaderOptions,
+    RowsBatchFunction,
+)
 
 __all__ = [
     "BatchError",
+    "BatchFunction",
     "BatchInfo",
     "BatchObserver",
     "BatchOptions",
     "BatchedQueue",
+    "EngineOptions",
     "ErrorMode",
+    "ErrorModeName",
     "GqlBatchError",
+    "KeyType",
     "KeyedLoader",
     "LoaderClosedError",
+    "LoaderOptions",
     "LoaderStats",
     "MissingKeyError",
     "QueueClearedError",
     "QueueFullError",
     "RetryPolicy",
+    "RowsBatchFunction",
     "WrongEventLoopError",
     "add_observer",
     "remove_observer",
