@@ -79,6 +79,7 @@ def serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=args.graceful_timeout,
         lifespan="on",
         server_header=False,  # no banner naming the server and its version
+        http="example_api.protocol:HeaderTimeoutProtocol",  # idle and trickled headers closed
         limit_concurrency=settings.max_connections,
     )
     return 0

@@ -171,6 +171,8 @@ class OperationGuard:
                         200,
                         "DEADLINE_EXCEEDED",
                         f"The operation took longer than {self.timeout_ms} ms and was stopped",
+                        # the body may still be arriving (a byte at a time): end there
+                        headers=[(b"connection", b"close")],
                     )
             await app  # the answer is out (or the app ended); let it finish, or raise its error
         except asyncio.CancelledError:

@@ -390,6 +390,13 @@ class Settings(_FromEnv):
         "so idle sockets cannot exhaust 1,024 file descriptors",
         minimum=1,
     )
+    header_timeout_ms: int = setting(
+        "EXAMPLE_API_HEADER_TIMEOUT_MS",
+        10_000,
+        "a request's headers must arrive this soon after the connection opens or their "
+        "first byte, else the connection is closed (`example_api.protocol`)",
+        minimum=1,
+    )
     allowed_hosts: str = setting(
         "EXAMPLE_API_ALLOWED_HOSTS",
         "localhost,127.0.0.1,::1",
