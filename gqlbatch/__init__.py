@@ -21,22 +21,36 @@ from gqlbatch._observe import BatchInfo, BatchObserver, add_observer, remove_obs
 from gqlbatch._options import BatchOptions, ErrorMode, RetryPolicy
 from gqlbatch._queue import BatchedQueue
 from gqlbatch._stats import LoaderStats
+from gqlbatch._value_cache import (
+    NOT_FOUND,
+    CacheCallInfo,
+    CircuitBreaker,
+    MemoryValueCache,
+    ValueCache,
+    ValueCacheRead,
+)
 
 __all__ = [
+    "NOT_FOUND",
     "BatchError",
     "BatchInfo",
     "BatchObserver",
     "BatchOptions",
     "BatchedQueue",
+    "CacheCallInfo",
+    "CircuitBreaker",
     "ErrorMode",
     "GqlBatchError",
     "KeyedLoader",
     "LoaderClosedError",
     "LoaderStats",
+    "MemoryValueCache",
     "MissingKeyError",
     "QueueClearedError",
     "QueueFullError",
     "RetryPolicy",
+    "ValueCache",
+    "ValueCacheRead",
     "WrongEventLoopError",
     "add_observer",
     "remove_observer",

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from asyncio.events import _get_running_loop
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
-from typing import Any, Generic, Literal, TypeVar, overload
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Hashable,
+    Iterable,
+    Mapping,
+)
+from typing import Any, Final, Generic, Literal, TypeVar, overload
 
 from gqlbatch._engine import MISS, RAISE, Batch, Engine
 from gqlbatch._errors import MissingKeyError
@@ -17,6 +26,8 @@ from gqlbatch._options import (
     check_callable,
     check_choice,
 )
+from gqlbatch._stats import LoaderStats
+from gqlbatch._value_cache import CircuitBreaker, SharedStage, ValueCache
 
 __all__ = ["KeyedLoader"]
 
@@ -106,6 +117,17 @@ class KeyedLoader(Engine, Generic[K, V]):
         cache: keep values, misses and loads in flight (default True).
         cache_key: maps a key to a hashable cache key (keys and result keys alike).
         name: named in errors and statistics.
+        value_cache: a :class:`ValueCache` shared beyond this loader (another
+            process, another machine), consulted once per batch before the
+            batch function; see ``docs/scaling-out.md``.
+        value_cache_ttl: seconds a value stays in ``value_cache`` (default None:
+            the cache's own default).
+        cache_misses_ttl: store keys the batch function did not answer for this
+            many seconds (default None: misses are not stored).
+        value_cache_timeout_ms: the longest one call of ``value_cache`` may take
+            before the loader goes on as if it held nothing (default 100).
+        value_cache_breaker: the :class:`CircuitBreaker` of ``value_cache``
+            (default: one per cache object, shared by the loaders using it).
     """
 
     _kind = "loader"
@@ -129,6 +151,11 @@ class KeyedLoader(Engine, Generic[K, V]):
         cache: bool = True,
         cache_key: Callable[[K], Hashable] | None = None,
         name: str | None = None,
+        value_cache: ValueCache | None = None,
+        value_cache_ttl: float | None = None,
+        cache_misses_ttl: float | None = None,
+        value_cache_timeout_ms: float = 100,
+        value_cache_breaker: CircuitBreaker | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -149,6 +176,11 @@ class KeyedLoader(Engine, Generic[K, V]):
         cache: bool = True,
         cache_key: Callable[[K], Hashable] | None = None,
         name: str | None = None,
+        value_cache: ValueCache | None = None,
+        value_cache_ttl: float | None = None,
+        cache_misses_ttl: float | None = None,
+        value_cache_timeout_ms: float = 100,
+        value_cache_breaker: CircuitBreaker | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -169,6 +201,11 @@ class KeyedLoader(Engine, Generic[K, V]):
         cache: bool = True,
         cache_key: Callable[[K], Hashable] | None = None,
         name: str | None = None,
+        value_cache: ValueCache | None = None,
+        value_cache_ttl: float | None = None,
+        cache_misses_ttl: float | None = None,
+        value_cache_timeout_ms: float = 100,
+        value_cache_breaker: CircuitBreaker | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -189,6 +226,11 @@ class KeyedLoader(Engine, Generic[K, V]):
         cache: bool = True,
         cache_key: Callable[[K], Hashable] | None = None,
         name: str | None = None,
+        value_cache: ValueCache | None = None,
+        value_cache_ttl: float | None = None,
+        cache_misses_ttl: float | None = None,
+        value_cache_timeout_ms: float = 100,
+        value_cache_breaker: CircuitBreaker | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -209,6 +251,11 @@ class KeyedLoader(Engine, Generic[K, V]):
         cache: bool = True,
         cache_key: Callable[[K], Hashable] | None = None,
         name: str | None = None,
+        value_cache: ValueCache | None = None,
+        value_cache_ttl: float | None = None,
+        cache_misses_ttl: float | None = None,
+        value_cache_timeout_ms: float = 100,
+        value_cache_breaker: CircuitBreaker | None = None,
     ) -> None: ...
     def __init__(
         self,
@@ -228,6 +275,11 @@ class KeyedLoader(Engine, Generic[K, V]):
         cache: bool = True,
         cache_key: Callable[[Any], Hashable] | None = None,
         name: str | None = None,
+        value_cache: ValueCache | None = None,
+        value_cache_ttl: float | None = None,
+        cache_misses_ttl: float | None = None,
+        value_cache_timeout_ms: float = 100,
+        value_cache_breaker: CircuitBreaker | None = None,
     ) -> None:
         options = BatchOptions(
             name=name,
@@ -248,12 +300,45 @@ class KeyedLoader(Engine, Generic[K, V]):
         self._caching = check_bool("cache", cache)
         self._cache_key = check_callable("cache_key", cache_key)
         self._absent = RAISE if missing == "error" else None
+        # The shared stage, if any, wraps the batch function: it answers by cache key.
+        self._shared: SharedStage | None = None
+        if value_cache is not None:
+            self._shared = SharedStage(
+                value_cache,
+                name=name,
+                ttl=value_cache_ttl,
+                misses_ttl=cache_misses_ttl,
+                timeout_ms=value_cache_timeout_ms,
+                breaker=value_cache_breaker,
+            )
+            batch_fn = self._shared.wrap(batch_fn, self._cache_key, self._outcomes)
         super().__init__(batch_fn, options)
         if cache_key is not None:
             self._pending_keys = {}
         # What ``load``'s fast path looks keys up in: the cache itself when keys
         # are their own cache keys, else a dict that stays empty.
         self._hits: dict[Any, asyncio.Future[Any]] = self._cache if cache_key is None else {}
+
+    @property
+    def stats(self) -> LoaderStats:
+        """A snapshot of the counters; see :class:`LoaderStats`."""
+        stats = super().stats
+        if self._shared is None:
+            return stats
+        counters = self._shared.counters
+        return dataclasses.replace(
+            stats,
+            value_cache_hits=counters.hits,
+            value_cache_misses=counters.misses,
+            value_cache_errors=counters.errors,
+            value_cache_skips=counters.skips,
+            value_cache_ms=counters.ms,
+        )
+
+    @property
+    def value_cache_breaker(self) -> CircuitBreaker | None:
+        """The breaker of ``value_cache`` (None without one)."""
+        return None if self._shared is None else self._shared.breaker
 
     def __repr__(self) -> str:
         cached = len(self._cache) + len(self._stored)
@@ -419,11 +504,30 @@ class KeyedLoader(Engine, Generic[K, V]):
         self._cache.pop(ck, None)
         self._stored.pop(ck, None)
         self._inflight.pop(ck, None)
+        if self._shared is not None:
+            _in_background(self._shared.delete([ck]))
 
     def clear_many(self, keys: Iterable[K]) -> None:
-        """``clear`` each of ``keys``."""
-        for key in keys:
-            self.clear(key)
+        """``clear`` each of ``keys`` (one call of the shared cache for them all)."""
+        self.invalidate(*keys)
+
+    def invalidate(self, *keys: K) -> Awaitable[None]:
+        """Forget ``keys`` here and in the shared cache (``value_cache``).
+
+        Returns an awaitable of the shared cache's deletion: await it before a
+        mutation answers, so that no request that starts afterwards, in any
+        process, reads the old value. It never raises: a shared cache that
+        cannot be reached is counted as an error (see ``docs/scaling-out.md``
+        for the staleness bound then). Without ``value_cache`` it is done at once.
+        """
+        cks = [self._ck(key) for key in keys]
+        for ck in cks:
+            self._cache.pop(ck, None)
+            self._stored.pop(ck, None)
+            self._inflight.pop(ck, None)
+        if self._shared is None or not cks:
+            return _DONE
+        return _in_background(self._shared.delete(cks))
 
     def clear_all(self) -> None:
         """Forget every cached value, miss, and load in flight."""
@@ -434,6 +538,12 @@ class KeyedLoader(Engine, Generic[K, V]):
     # -- correlation (the engine's face-specific part) ---------------------------------
 
     def _correlate(self, result: Any, batch: Batch, cks: Any) -> Mapping[Hashable, Any]:
+        if self._shared is not None:  # the shared stage correlated what it fetched
+            return result  # type: ignore[no-any-return]
+        return self._outcomes(result, cks)
+
+    def _outcomes(self, result: Any, cks: Any) -> Mapping[Hashable, Any]:
+        """The batch function's ``result`` as ``{cache key: outcome}``."""
         key_of = self._key_of
         cache_key = self._cache_key
         if key_of is None:
@@ -500,6 +610,28 @@ class KeyedLoader(Engine, Generic[K, V]):
             except TypeError:
                 return self._unhashable(key, ck)
         return TypeError(f"{self._label}: load_many() got an unhashable key")
+
+
+class _Done:
+    """An awaitable that is done at once (an invalidation with nothing shared to reach)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
+
+
+_DONE: Final = _Done()
+_BACKGROUND: set[asyncio.Task[None]] = set()  # shared-cache deletions under way
+
+
+def _in_background(call: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """Run ``call`` in a task of its own, held until it ends (it never raises)."""
+    task = asyncio.get_running_loop().create_task(call)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+    return task
 
 
 def _check_key_type(value: object) -> type | tuple[type, ...] | None:
