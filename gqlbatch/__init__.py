@@ -31,7 +31,6 @@ from gqlbatch._value_cache import (
 )
 
 __all__ = [
-    "NOT_FOUND",
     "BatchError",
     "BatchInfo",
     "BatchObserver",
@@ -46,6 +45,7 @@ __all__ = [
     "LoaderStats",
     "MemoryValueCache",
     "MissingKeyError",
+    "NOT_FOUND",
     "QueueClearedError",
     "QueueFullError",
     "RetryPolicy",
