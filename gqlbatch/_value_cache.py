@@ -447,6 +447,10 @@ class SharedStage:
         try:
             async with asyncio.timeout(self.timeout):
                 result = await call()
+        except TypeError:
+            # A value or key the cache cannot hold (an ORM object, say) is a bug to
+            # see, not an outage to hide: it fails the batch, naming the value.
+            raise
         except Exception:
             # A cache that raised or timed out holds nothing, as far as we know.
             breaker.failed()
