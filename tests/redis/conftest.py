@@ -45,28 +45,18 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int
         for port in ports:
             folder = root / str(port)
             folder.mkdir()
+            options = {
+                "port": str(port),
+                "bind": "127.0.0.1",
+                "cluster-enabled": "yes",
+                "cluster-config-file": "nodes.conf",
+                "save": "",
+                "appendonly": "no",
+                "dir": str(folder),
+            }
+            argv = [server, *(part for o, v in options.items() for part in (f"--{o}", v))]
             nodes.append(
-                subprocess.Popen(
-                    [
-                        server,
-                        "--port",
-                        str(port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--dir",
-                        str(folder),
-                    ],  # fmt: skip
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+                subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             )
         deadline = time.monotonic() + 20
         for port in ports:

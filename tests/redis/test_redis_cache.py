@@ -224,7 +224,7 @@ async def test_an_unreachable_redis_fails_open(redis_namespace: str) -> None:
             Source({1: "ada"}), value_cache=RedisValueCache(down, namespace=redis_namespace)
         )
         assert await loader.load(1) == "ada"
-        assert await loader.invalidate(1) is None
+        await loader.invalidate(1)  # never raises
         assert loader.stats.value_cache_errors == 2
 
 
@@ -233,7 +233,7 @@ def test_options_are_checked_naming_the_argument(client: Redis) -> None:
         RedisValueCache(client, namespace="a{b}")
     with pytest.raises(ValueError, match="generation_ttl must be at least"):
         RedisValueCache(client, namespace="a", ttl=10, max_ttl=10, generation_ttl=20)
-    with pytest.raises(TypeError, match="client must be a redis.asyncio.Redis"):
+    with pytest.raises(TypeError, match=r"client must be a redis\.asyncio\.Redis"):
         RedisValueCache(object(), namespace="a")  # type: ignore[arg-type]
 
 
@@ -254,7 +254,7 @@ async def test_cluster_batches_are_split_by_slot_and_read_back(
     assert source.calls == [list(range(50))]
     await KeyedLoader(source, value_cache=cache).invalidate(*range(0, 50, 2))
     held = await cache.get_many(list(range(50)))
-    assert sorted(held) == list(range(1, 50, 2))
+    assert set(held) == set(range(1, 50, 2))
 
 
 async def test_cluster_a_fill_racing_an_invalidation_never_stores_the_old_value(
