@@ -21,6 +21,14 @@ from gqlbatch._observe import BatchInfo, BatchObserver, add_observer, remove_obs
 from gqlbatch._options import BatchOptions, ErrorMode, RetryPolicy
 from gqlbatch._queue import BatchedQueue
 from gqlbatch._stats import LoaderStats
+from gqlbatch._types import (
+    BatchFunction,
+    EngineOptions,
+    ErrorModeName,
+    KeyType,
+    LoaderOptions,
+    RowsBatchFunction,
+)
 from gqlbatch._value_cache import (
     NOT_FOUND,
     CacheCallInfo,
@@ -32,16 +40,21 @@ from gqlbatch._value_cache import (
 
 __all__ = [
     "BatchError",
+    "BatchFunction",
     "BatchInfo",
     "BatchObserver",
     "BatchOptions",
     "BatchedQueue",
     "CacheCallInfo",
     "CircuitBreaker",
+    "EngineOptions",
     "ErrorMode",
+    "ErrorModeName",
     "GqlBatchError",
+    "KeyType",
     "KeyedLoader",
     "LoaderClosedError",
+    "LoaderOptions",
     "LoaderStats",
     "MemoryValueCache",
     "MissingKeyError",
@@ -49,6 +62,7 @@ __all__ = [
     "QueueClearedError",
     "QueueFullError",
     "RetryPolicy",
+    "RowsBatchFunction",
     "ValueCache",
     "ValueCacheRead",
     "WrongEventLoopError",

@@ -29,7 +29,7 @@ import inspect
 import sys
 from collections import deque
 from collections.abc import Callable, Collection, Hashable, Iterable, Sized
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, Self
 
 from gqlbatch._errors import (
     BatchError,
@@ -141,17 +141,35 @@ def _fail(waiter: Waiter, error: BaseException) -> None:
 class Engine:
     """Shared machinery of both faces. Not public: use KeyedLoader or BatchedQueue."""
 
-    _kind = "loader"
-    _absent: Any = None  # delivered for a missing key, or RAISE
-    _caching = False
-    _hold_when_busy = False  # a due batch keeps taking keys while every slot is busy
+    def __init__(
+        self,
+        batch_fn: Callable[[list[Any]], Any],
+        options: BatchOptions,
+        *,
+        kind: str,
+        caching: bool = False,
+        absent: Any = None,
+        hold_when_busy: bool = False,
+        remember_keys: bool = False,
+    ) -> None:
+        """Set up an idle engine; the face says how it behaves.
 
-    def __init__(self, batch_fn: Callable[[list[Any]], Any], options: BatchOptions) -> None:
+        Args:
+            kind: ``"loader"`` or ``"queue"``, as errors and statistics name it.
+            caching: keep values, misses and loads in flight (``cache=True``).
+            absent: what a key missing from the result resolves to, or RAISE.
+            hold_when_busy: a due batch keeps taking keys while every slot is busy.
+            remember_keys: keys differ from cache keys, so batches keep both.
+        """
         if not callable(batch_fn):
             raise TypeError(
-                f"batch function of {describe(options.name, self._kind)} must be callable, "
+                f"batch function of {describe(options.name, kind)} must be callable, "
                 f"got {batch_fn!r} ({type(batch_fn).__name__})"
             )
+        self._kind = kind
+        self._caching = caching
+        self._absent = absent
+        self._hold_when_busy = hold_when_busy
         self._batch_fn = batch_fn
         self._options = options
         self._name = options.name
@@ -171,7 +189,7 @@ class Engine:
         # The batch being filled.
         self._pending: dict[Hashable, Waiter] = {}
         self._pending_extra: dict[Hashable, list[Waiter]] | None = None
-        self._pending_keys: dict[Hashable, Any] | None = None
+        self._pending_keys: dict[Hashable, Any] | None = {} if remember_keys else None
         self._handle: asyncio.Handle | None = None  # its dispatch, once scheduled
         # Due but held until a slot frees (``_hold_when_busy``), with the context
         # its task is to run in: the one it would have had if dispatched when due.
@@ -284,7 +302,7 @@ class Engine:
         finally:
             self.close()
 
-    async def __aenter__(self) -> Any:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

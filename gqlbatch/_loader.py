@@ -14,22 +14,26 @@ from collections.abc import (
     Iterable,
     Mapping,
 )
-from typing import Any, Final, Generic, Literal, TypeVar, overload
+from typing import Any, Final, Generic, Literal, TypeVar, Unpack, overload
 
 from gqlbatch._engine import MISS, RAISE, Batch, Engine
 from gqlbatch._errors import MissingKeyError
 from gqlbatch._options import (
-    BatchOptions,
-    ErrorMode,
-    RetryPolicy,
+    LOADER_DEFAULTS,
+    batch_options,
     check_bool,
     check_callable,
     check_choice,
+    check_options,
 )
 from gqlbatch._stats import LoaderStats
-from gqlbatch._value_cache import CircuitBreaker, SharedStage, ValueCache
+from gqlbatch._types import BatchFunction, LoaderOptions, RowsBatchFunction
+from gqlbatch._value_cache import CircuitBreaker, SharedStage
 
 __all__ = ["KeyedLoader"]
+
+LOADER_OPTIONS = LoaderOptions.__optional_keys__
+"""The keyword options ``KeyedLoader`` takes besides ``key_of``, ``many`` and ``missing``."""
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -130,132 +134,55 @@ class KeyedLoader(Engine, Generic[K, V]):
             (default: one per cache object, shared by the loaders using it).
     """
 
-    _kind = "loader"
-
     @overload
     def __init__(
         self: KeyedLoader[K, V | None],
-        batch_fn: Callable[[list[K]], Awaitable[Mapping[K, V | BaseException]]],
+        batch_fn: BatchFunction[K, V],
         *,
         key_of: None = None,
         many: Literal[False] = False,
         missing: Literal["none"] = "none",
-        key_type: type | tuple[type, ...] | None = None,
-        max_batch_size: int | None = None,
-        max_wait_ms: float = 0,
-        max_queue_size: int | None = None,
-        max_concurrency: int | None = None,
-        error_mode: ErrorMode | str = ErrorMode.CONTINUE,
-        retry: RetryPolicy = RetryPolicy(),
-        batch_timeout_ms: float | None = None,
-        cache: bool = True,
-        cache_key: Callable[[K], Hashable] | None = None,
-        name: str | None = None,
-        value_cache: ValueCache | None = None,
-        value_cache_ttl: float | None = None,
-        cache_misses_ttl: float | None = None,
-        value_cache_timeout_ms: float = 100,
-        value_cache_breaker: CircuitBreaker | None = None,
+        **options: Unpack[LoaderOptions[K]],
     ) -> None: ...
     @overload
     def __init__(
         self: KeyedLoader[K, V],
-        batch_fn: Callable[[list[K]], Awaitable[Mapping[K, V | BaseException]]],
+        batch_fn: BatchFunction[K, V],
         *,
         key_of: None = None,
         many: Literal[False] = False,
         missing: Literal["error"],
-        key_type: type | tuple[type, ...] | None = None,
-        max_batch_size: int | None = None,
-        max_wait_ms: float = 0,
-        max_queue_size: int | None = None,
-        max_concurrency: int | None = None,
-        error_mode: ErrorMode | str = ErrorMode.CONTINUE,
-        retry: RetryPolicy = RetryPolicy(),
-        batch_timeout_ms: float | None = None,
-        cache: bool = True,
-        cache_key: Callable[[K], Hashable] | None = None,
-        name: str | None = None,
-        value_cache: ValueCache | None = None,
-        value_cache_ttl: float | None = None,
-        cache_misses_ttl: float | None = None,
-        value_cache_timeout_ms: float = 100,
-        value_cache_breaker: CircuitBreaker | None = None,
+        **options: Unpack[LoaderOptions[K]],
     ) -> None: ...
     @overload
     def __init__(
         self: KeyedLoader[K, R | None],
-        batch_fn: Callable[[list[K]], Awaitable[Iterable[R]]],
+        batch_fn: RowsBatchFunction[K, R],
         *,
         key_of: Callable[[R], K],
         many: Literal[False] = False,
         missing: Literal["none"] = "none",
-        key_type: type | tuple[type, ...] | None = None,
-        max_batch_size: int | None = None,
-        max_wait_ms: float = 0,
-        max_queue_size: int | None = None,
-        max_concurrency: int | None = None,
-        error_mode: ErrorMode | str = ErrorMode.CONTINUE,
-        retry: RetryPolicy = RetryPolicy(),
-        batch_timeout_ms: float | None = None,
-        cache: bool = True,
-        cache_key: Callable[[K], Hashable] | None = None,
-        name: str | None = None,
-        value_cache: ValueCache | None = None,
-        value_cache_ttl: float | None = None,
-        cache_misses_ttl: float | None = None,
-        value_cache_timeout_ms: float = 100,
-        value_cache_breaker: CircuitBreaker | None = None,
+        **options: Unpack[LoaderOptions[K]],
     ) -> None: ...
     @overload
     def __init__(
         self: KeyedLoader[K, R],
-        batch_fn: Callable[[list[K]], Awaitable[Iterable[R]]],
+        batch_fn: RowsBatchFunction[K, R],
         *,
         key_of: Callable[[R], K],
         many: Literal[False] = False,
         missing: Literal["error"],
-        key_type: type | tuple[type, ...] | None = None,
-        max_batch_size: int | None = None,
-        max_wait_ms: float = 0,
-        max_queue_size: int | None = None,
-        max_concurrency: int | None = None,
-        error_mode: ErrorMode | str = ErrorMode.CONTINUE,
-        retry: RetryPolicy = RetryPolicy(),
-        batch_timeout_ms: float | None = None,
-        cache: bool = True,
-        cache_key: Callable[[K], Hashable] | None = None,
-        name: str | None = None,
-        value_cache: ValueCache | None = None,
-        value_cache_ttl: float | None = None,
-        cache_misses_ttl: float | None = None,
-        value_cache_timeout_ms: float = 100,
-        value_cache_breaker: CircuitBreaker | None = None,
+        **options: Unpack[LoaderOptions[K]],
     ) -> None: ...
     @overload
     def __init__(
         self: KeyedLoader[K, list[R]],
-        batch_fn: Callable[[list[K]], Awaitable[Iterable[R]]],
+        batch_fn: RowsBatchFunction[K, R],
         *,
         key_of: Callable[[R], K],
         many: Literal[True],
         missing: Literal["none", "error"] = "none",
-        key_type: type | tuple[type, ...] | None = None,
-        max_batch_size: int | None = None,
-        max_wait_ms: float = 0,
-        max_queue_size: int | None = None,
-        max_concurrency: int | None = None,
-        error_mode: ErrorMode | str = ErrorMode.CONTINUE,
-        retry: RetryPolicy = RetryPolicy(),
-        batch_timeout_ms: float | None = None,
-        cache: bool = True,
-        cache_key: Callable[[K], Hashable] | None = None,
-        name: str | None = None,
-        value_cache: ValueCache | None = None,
-        value_cache_ttl: float | None = None,
-        cache_misses_ttl: float | None = None,
-        value_cache_timeout_ms: float = 100,
-        value_cache_breaker: CircuitBreaker | None = None,
+        **options: Unpack[LoaderOptions[K]],
     ) -> None: ...
     def __init__(
         self,
@@ -264,57 +191,39 @@ class KeyedLoader(Engine, Generic[K, V]):
         key_of: Callable[[Any], Any] | None = None,
         many: bool = False,
         missing: str = "none",
-        key_type: type | tuple[type, ...] | None = None,
-        max_batch_size: int | None = None,
-        max_wait_ms: float = 0,
-        max_queue_size: int | None = None,
-        max_concurrency: int | None = None,
-        error_mode: ErrorMode | str = ErrorMode.CONTINUE,
-        retry: RetryPolicy = RetryPolicy(),
-        batch_timeout_ms: float | None = None,
-        cache: bool = True,
-        cache_key: Callable[[Any], Hashable] | None = None,
-        name: str | None = None,
-        value_cache: ValueCache | None = None,
-        value_cache_ttl: float | None = None,
-        cache_misses_ttl: float | None = None,
-        value_cache_timeout_ms: float = 100,
-        value_cache_breaker: CircuitBreaker | None = None,
+        **options: Unpack[LoaderOptions[Any]],
     ) -> None:
-        options = BatchOptions(
-            name=name,
-            max_batch_size=max_batch_size,
-            max_wait_ms=max_wait_ms,
-            max_queue_size=max_queue_size,
-            max_concurrency=max_concurrency,
-            error_mode=error_mode,  # type: ignore[arg-type]  # validated, str accepted
-            retry=retry,
-            batch_timeout_ms=batch_timeout_ms,
-        )
+        check_options("KeyedLoader()", options, LOADER_OPTIONS)
+        engine_options = batch_options(options, LOADER_DEFAULTS)
         self._key_of = check_callable("key_of", key_of)
         self._many = check_bool("many", many)
         if many and key_of is None:
             raise ValueError("many=True needs key_of, to group the rows by key")
         self._missing_mode = check_choice("missing", missing, ("none", "error"))
-        self._key_type = _check_key_type(key_type)
-        self._caching = check_bool("cache", cache)
-        self._cache_key = check_callable("cache_key", cache_key)
-        self._absent = RAISE if missing == "error" else None
-        # The shared stage, if any, wraps the batch function: it answers by cache key.
+        self._key_type = _check_key_type(options.get("key_type"))
+        cache_key = self._cache_key = check_callable("cache_key", options.get("cache_key"))
+        super().__init__(
+            batch_fn,
+            engine_options,
+            kind="loader",
+            caching=check_bool("cache", options.get("cache", True)),
+            absent=RAISE if missing == "error" else None,
+            remember_keys=cache_key is not None,
+        )
+        # The shared stage, if any, wraps the (validated) batch function; the
+        # wrapper answers by cache key, so ``_correlate`` passes its result on.
         self._shared: SharedStage | None = None
+        value_cache = options.get("value_cache")
         if value_cache is not None:
             self._shared = SharedStage(
                 value_cache,
-                name=name,
-                ttl=value_cache_ttl,
-                misses_ttl=cache_misses_ttl,
-                timeout_ms=value_cache_timeout_ms,
-                breaker=value_cache_breaker,
+                name=engine_options.name,
+                ttl=options.get("value_cache_ttl"),
+                misses_ttl=options.get("cache_misses_ttl"),
+                timeout_ms=options.get("value_cache_timeout_ms", 100),
+                breaker=options.get("value_cache_breaker"),
             )
-            batch_fn = self._shared.wrap(batch_fn, self._cache_key, self._outcomes)
-        super().__init__(batch_fn, options)
-        if cache_key is not None:
-            self._pending_keys = {}
+            self._batch_fn = self._shared.wrap(self._batch_fn, cache_key, self._outcomes)
         # What ``load``'s fast path looks keys up in: the cache itself when keys
         # are their own cache keys, else a dict that stays empty.
         self._hits: dict[Any, asyncio.Future[Any]] = self._cache if cache_key is None else {}

@@ -8,11 +8,12 @@ loader or queue is constructed, never later.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 __all__ = ["BatchOptions", "ErrorMode", "RetryPolicy"]
 
@@ -192,3 +193,34 @@ class BatchOptions:
                 "pass error_mode='retry' as well"
             )
         check_number("batch_timeout_ms", self.batch_timeout_ms, 0, optional=True, strict=True)
+
+
+ENGINE_OPTIONS: Final = tuple(field.name for field in dataclasses.fields(BatchOptions))
+"""The names of :class:`BatchOptions`' fields, in declaration order."""
+LOADER_DEFAULTS: Final = BatchOptions()
+"""A loader's engine options when none is given."""
+QUEUE_DEFAULTS: Final = BatchOptions(
+    max_batch_size=10, max_wait_ms=1000, max_queue_size=1000, max_concurrency=1
+)
+"""A queue's engine options when none is given (the spec's defaults)."""
+
+
+def check_options(owner: str, options: Mapping[str, object], allowed: Collection[str]) -> None:
+    """Raise TypeError naming the first of ``options`` that ``owner`` does not take.
+
+    ``**options: Unpack[...]`` is checked by type checkers only; this is the
+    same check at run time, worded as Python words it for a keyword argument.
+    """
+    for name in options:
+        if name not in allowed:
+            raise TypeError(f"{owner} got an unexpected keyword argument {name!r}")
+
+
+def batch_options(options: Mapping[str, Any], defaults: BatchOptions) -> BatchOptions:
+    """``defaults`` with the engine options among ``options`` replaced, validated.
+
+    The one place keyword options become a :class:`BatchOptions`; options that
+    are not the engine's (``cache``, ``key_type``, ...) are left to the face.
+    """
+    given = {name: options[name] for name in ENGINE_OPTIONS if name in options}
+    return dataclasses.replace(defaults, **given) if given else defaults

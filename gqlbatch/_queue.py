@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, Unpack
 
 from gqlbatch._engine import RAISE, Batch, Engine
 from gqlbatch._errors import MissingKeyError, QueueClearedError
-from gqlbatch._options import BatchOptions, ErrorMode, RetryPolicy, check_callable
+from gqlbatch._options import (
+    ENGINE_OPTIONS,
+    QUEUE_DEFAULTS,
+    batch_options,
+    check_callable,
+    check_options,
+)
+from gqlbatch._types import EngineOptions
 
 __all__ = ["BatchedQueue"]
 
@@ -39,38 +46,24 @@ class BatchedQueue(Engine, Generic[T, R]):
         name: named in errors and statistics.
     """
 
-    _kind = "queue"
-    _absent = RAISE
-    _hold_when_busy = True
-
     def __init__(
         self,
         processor: Callable[[list[T]], Awaitable[Sequence[R | BaseException]]]
         | Callable[[list[T]], Awaitable[Mapping[Any, R | BaseException]]],
         *,
-        max_batch_size: int | None = 10,
-        max_wait_ms: float = 1000,
-        max_queue_size: int | None = 1000,
-        error_mode: ErrorMode | str = ErrorMode.CONTINUE,
-        retry: RetryPolicy = RetryPolicy(),
         key_of: Callable[[T], Hashable] | None = None,
-        max_concurrency: int | None = 1,
-        batch_timeout_ms: float | None = None,
-        name: str | None = None,
+        **options: Unpack[EngineOptions],
     ) -> None:
-        options = BatchOptions(
-            name=name,
-            max_batch_size=max_batch_size,
-            max_wait_ms=max_wait_ms,
-            max_queue_size=max_queue_size,
-            max_concurrency=max_concurrency,
-            error_mode=error_mode,  # type: ignore[arg-type]  # validated, str accepted
-            retry=retry,
-            batch_timeout_ms=batch_timeout_ms,
-        )
+        check_options("BatchedQueue()", options, ENGINE_OPTIONS)
         self._key_of = check_callable("key_of", key_of)
-        super().__init__(processor, options)
-        self._pending_keys = {}  # sequence number -> item
+        super().__init__(
+            processor,
+            batch_options(options, QUEUE_DEFAULTS),
+            kind="queue",
+            absent=RAISE,
+            hold_when_busy=True,
+            remember_keys=True,  # sequence number -> item
+        )
         self._seq = 0
 
     def __repr__(self) -> str:
