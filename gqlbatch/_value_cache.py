@@ -269,6 +269,14 @@ class CircuitBreaker:
 
 _BREAKERS: weakref.WeakKeyDictionary[Any, CircuitBreaker] = weakref.WeakKeyDictionary()
 
+MAX_UNDELIVERED: Final = 100_000
+"""The most failed invalidations a process keeps for one cache, to deliver later."""
+
+# Per cache object: keys whose invalidation failed in this process, oldest first.
+# While any is left, this process reads nothing from that cache (its own requests
+# must see their writes) and delivers them before its next read.
+_UNDELIVERED: weakref.WeakKeyDictionary[Any, dict[Hashable, None]] = weakref.WeakKeyDictionary()
+
 
 def breaker_of(cache: ValueCache) -> CircuitBreaker:
     """The process's default breaker of ``cache``, shared by every loader using it."""
@@ -380,7 +388,7 @@ class SharedStage:
 
         async def shared(keys: list[Any]) -> Mapping[Hashable, Any]:
             cks: list[Hashable] = keys if cache_key is None else [cache_key(k) for k in keys]
-            read = await stage._call("get", cks, lambda: stage.cache.get_many(cks))
+            read = await stage._read(cks)
             counters = stage.counters
             answered: dict[Hashable, Any] = {}
             lacking: list[Any] = []
@@ -431,10 +439,35 @@ class SharedStage:
                 "set", absent, lambda: cache.set_many(absent, self.misses_ttl, read=read)
             )
 
+    async def _read(self, cks: list[Hashable]) -> Any:
+        """``get_many``, once every invalidation this process owes the cache is delivered."""
+        undelivered = _UNDELIVERED.get(self.cache)
+        if undelivered:
+            owed = list(undelivered)
+            if await self._call("delete", owed, lambda: self.cache.delete_many(owed)) is _FAILED:
+                return _FAILED  # read the database: this cache may hold what we overwrote
+            for ck in owed:
+                undelivered.pop(ck, None)
+        return await self._call("get", cks, lambda: self.cache.get_many(cks))
+
     async def delete(self, cks: Sequence[Hashable]) -> None:
-        """Forget ``cks`` in the shared cache, bounded and failing open."""
-        if cks:
-            await self._call("delete", cks, lambda: self.cache.delete_many(cks))
+        """Forget ``cks`` in the shared cache, bounded and failing open.
+
+        A deletion that fails is kept and delivered before this process's next
+        read of the cache, which reads nothing from it until then.
+        """
+        if not cks:
+            return
+        if await self._call("delete", cks, lambda: self.cache.delete_many(cks)) is not _FAILED:
+            return
+        undelivered = _UNDELIVERED.get(self.cache)
+        if undelivered is None:
+            undelivered = _UNDELIVERED[self.cache] = {}
+        for ck in cks:
+            undelivered.pop(ck, None)
+            undelivered[ck] = None
+        while len(undelivered) > MAX_UNDELIVERED:  # past this, the entries' TTL is the bound
+            del undelivered[next(iter(undelivered))]
 
     async def _call(self, operation: str, keys: Sized, call: Callable[[], Any]) -> Any:
         """Run one cache call within the timeout; ``_FAILED`` when it failed or was skipped."""

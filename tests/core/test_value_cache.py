@@ -38,12 +38,13 @@ class Spy:
         self.inner = inner or MemoryValueCache()
         self.calls: list[tuple[str, Any]] = []
         self.fail: BaseException | None = None
+        self.failing = {"get", "set", "delete"}  # the operations ``fail`` applies to
         self.hang = False
 
     async def _maybe_fail(self) -> None:
         if self.hang:
             await asyncio.Event().wait()
-        if self.fail is not None:
+        if self.fail is not None and self.calls[-1][0] in self.failing:
             raise self.fail
 
     async def get_many(self, keys: Sequence[Hashable], /) -> Mapping[Hashable, Any]:
@@ -216,6 +217,28 @@ async def test_clear_and_clear_many_reach_the_shared_cache_in_the_background() -
         ("delete", [1]),
         ("delete", [1, 2]),
     ]
+
+
+async def test_a_failed_invalidation_is_delivered_before_the_next_read_which_skips_the_cache() -> (
+    None
+):
+    spy = Spy()
+    source = Source({1: "old"})
+    await _loader(source, spy).load(1)
+    spy.fail = ConnectionError("redis unreachable for deletes")
+    spy.failing = {"delete"}
+    source.rows[1] = "new"
+    writer = _loader(source, spy)
+    await writer.invalidate(1)  # fails, and is kept
+    assert writer.stats.value_cache_errors == 1
+    assert await _loader(source, spy).load(1) == "new"  # not the cached "old"
+    spy.fail = None
+    spy.calls.clear()
+    assert await _loader(source, spy).load(1) == "new"
+    assert [op for op, _ in spy.calls] == ["delete", "get", "set"]
+    spy.calls.clear()
+    assert await _loader(source, spy).load(1) == "new"
+    assert spy.calls == [("get", [1])]  # delivered once, then reads as usual
 
 
 async def test_a_fill_after_an_invalidation_does_not_store_the_value_read_before_it() -> None:

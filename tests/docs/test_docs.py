@@ -29,7 +29,9 @@ def _run(path: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
-def test_example_runs_cleanly(path: Path) -> None:
+def test_example_runs_cleanly(path: Path, request: pytest.FixtureRequest) -> None:
+    if "needs Redis" in path.read_text().partition("\n")[0]:
+        request.getfixturevalue("redis_url")  # skips without Redis, unless it is required
     result = _run(path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert without_slow_steps(result.stderr) == ""
