@@ -1,4 +1,5 @@
-"""Schema extensions: per-request statistics, and what production mode hides from clients."""
+"""Schema extensions: per-request statistics, and what production mode hides from clients
+(and from the log)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, SchemaExtension
+from strawberry.types import ExecutionContext
 
 from example_api.context import AppContext
 
-__all__ = ["PublicErrors", "RequestStats", "is_public"]
+__all__ = ["ExampleSchema", "PublicErrors", "RequestStats", "is_public"]
 
 _SUGGESTION = re.compile(r"\s*Did you mean .*$", re.DOTALL)
 
@@ -66,3 +69,14 @@ class PublicErrors(MaskErrors):
         for error in processed:
             error.message = _SUGGESTION.sub("", error.message)
         return processed
+
+
+class ExampleSchema(strawberry.Schema):
+    """Logs unexpected errors with their stack trace, and client errors not at all."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        unexpected = [error for error in errors if not is_public(error)]
+        if unexpected:
+            super().process_errors(unexpected, execution_context)

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 
 from example_api import migrations
-from example_api.app import create_app, tracing_from_env
+from example_api.app import create_app
 from example_api.db import create_engine
 from example_api.metrics import Metrics
 from example_api.seed import SeedPlan, seed
@@ -253,8 +253,8 @@ async def test_without_tracing_no_span_is_made(sqlite_url: str) -> None:
 
 
 def test_the_tracing_switch_reads_example_api_otel() -> None:
-    assert tracing_from_env({}) is False
-    assert tracing_from_env({"EXAMPLE_API_OTEL": "1"}) is True
-    assert tracing_from_env({"EXAMPLE_API_OTEL": " Off "}) is False
+    assert Settings.from_env({}).tracing is False
+    assert Settings.from_env({"EXAMPLE_API_OTEL": "1"}).tracing is True
+    assert Settings.from_env({"EXAMPLE_API_OTEL": " Off "}).tracing is False
     with pytest.raises(SettingsError, match=r"EXAMPLE_API_OTEL must be one of .* got 'maybe'"):
-        tracing_from_env({"EXAMPLE_API_OTEL": "maybe"})
+        Settings.from_env({"EXAMPLE_API_OTEL": "maybe"})

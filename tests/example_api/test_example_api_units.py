@@ -17,8 +17,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from example_api import migrations
-from example_api.app import GC_YOUNG_THRESHOLD, create_app, gc_tuned
+from example_api.app import create_app
 from example_api.db import create_engine, create_sessionmaker
+from example_api.gc_tuning import GC_YOUNG_THRESHOLD, gc_tuned
 from example_api.loaders import Loaders
 from example_api.metrics import Metrics
 from example_api.models import Comment, Post, Tag, User, post_tags
