@@ -112,21 +112,17 @@ class Paged:
 
 
 class Loaders(LoaderRegistry):
-    """The loaders of one request. Transient database errors are retried (``DB_RETRY``).
-
-    (``loader()``'s overloads type a fetcher as a callable; :class:`Paged` is a
-    fetcher that is not itself callable, hence the ``call-overload`` ignores.)
-    """
+    """The loaders of one request. Transient database errors are retried (``DB_RETRY``)."""
 
     user = loader(by_column(User.id), **_DB_OPTIONS)
     """Users by id."""
     post = loader(by_column(Post.id), **_DB_OPTIONS)
     """Posts by id."""
-    posts_of_user = loader(Paged(User.posts), **_DB_OPTIONS)  # type: ignore[call-overload]
+    posts_of_user = loader(Paged(User.posts), **_DB_OPTIONS)
     """A user's posts, oldest first, by ``(user id, limit, offset)``."""
-    comments_of_post = loader(Paged(Post.comments), **_DB_OPTIONS)  # type: ignore[call-overload]
+    comments_of_post = loader(Paged(Post.comments), **_DB_OPTIONS)
     """A post's comments, oldest first, by ``(post id, limit, offset)``."""
-    tags_of_post = loader(Paged(Post.tags), **_DB_OPTIONS)  # type: ignore[call-overload]
+    tags_of_post = loader(Paged(Post.tags), **_DB_OPTIONS)
     """A post's tags by name, by ``(post id, limit, offset)``."""
-    posts_of_tag = loader(Paged(Tag.posts), **_DB_OPTIONS)  # type: ignore[call-overload]
+    posts_of_tag = loader(Paged(Tag.posts), **_DB_OPTIONS)
     """A tag's posts, oldest first, by ``(tag id, limit, offset)``."""

@@ -44,6 +44,6 @@ def test_a_batch_function_must_be_callable() -> None:
 
 def test_the_queue_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match=re.escape("max_queue_size must be >= 1, got 0")):
-        BatchedQueue(fetch, max_queue_size=0)  # type: ignore[arg-type]
+        BatchedQueue(fetch, max_queue_size=0)
     with pytest.raises(TypeError, match=re.escape("key_of must be callable, got 'id' (str)")):
         BatchedQueue(fetch, key_of="id")  # type: ignore[arg-type]

@@ -428,7 +428,7 @@ async def test_statement_counter_scopes_count_only_their_own_requests(db: Databa
 
     before = db.counter.total
     counts = await asyncio.gather(request([1, 2]), request([3]), request(list(range(4, 40))))
-    assert counts == [4, 4, 4]
+    assert list(counts) == [4, 4, 4]
     assert db.counter.total - before == 12
     with db.counter.scope() as outer:
         with db.counter.scope() as inner:

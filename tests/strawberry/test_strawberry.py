@@ -735,15 +735,6 @@ def test_all_is_sorted_and_complete() -> None:
         assert getattr(gs, name).__doc__, name
 
 
-def test_importing_gqlbatch_does_not_import_strawberry() -> None:
-    import subprocess
-    import sys
-
-    code = "import gqlbatch, sys; assert 'strawberry' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-    assert gqlbatch.KeyedLoader is KeyedLoader
-
-
 def test_importing_the_integration_needs_neither_sqlalchemy_nor_starlette() -> None:
     import subprocess
     import sys
