@@ -36,19 +36,31 @@ CHECKED = ("gqlbatch", "example_api", "benchmarks")
 PUBLIC: dict[str, tuple[str, ...]] = {
     "gqlbatch": (
         "BatchError",
+        "BatchFunction",
         "BatchInfo",
         "BatchObserver",
         "BatchOptions",
         "BatchedQueue",
+        "CacheCallInfo",
+        "CircuitBreaker",
+        "EngineOptions",
         "ErrorMode",
+        "ErrorModeName",
         "GqlBatchError",
+        "KeyType",
         "KeyedLoader",
         "LoaderClosedError",
+        "LoaderOptions",
         "LoaderStats",
+        "MemoryValueCache",
         "MissingKeyError",
+        "NOT_FOUND",
         "QueueClearedError",
         "QueueFullError",
         "RetryPolicy",
+        "RowsBatchFunction",
+        "ValueCache",
+        "ValueCacheRead",
         "WrongEventLoopError",
         "add_observer",
         "remove_observer",
@@ -88,6 +100,7 @@ PUBLIC: dict[str, tuple[str, ...]] = {
         "db_retry_policy",
     ),
     "gqlbatch.otel": ("TracingObserver", "instrument", "uninstrument"),
+    "gqlbatch.redis": ("JsonSerializer", "RedisValueCache", "Serializer"),
 }
 
 # The third-party packages each integration is written against.
@@ -114,7 +127,8 @@ def test_every_public_import_path_of_today_still_works(module: str, name: str) -
 
 
 def test_the_packages_export_nothing_unlisted() -> None:
-    for module in ("gqlbatch", "gqlbatch.strawberry", "gqlbatch.sqlalchemy", "gqlbatch.otel"):
+    packages = ("gqlbatch", "gqlbatch.strawberry", "gqlbatch.sqlalchemy", "gqlbatch.otel")
+    for module in (*packages, "gqlbatch.redis"):
         assert set(importlib.import_module(module).__all__) == set(PUBLIC[module]), module
 
 
