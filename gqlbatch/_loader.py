@@ -213,6 +213,7 @@ class KeyedLoader(Engine, Generic[K, V]):
         # The shared stage, if any, wraps the (validated) batch function; the
         # wrapper answers by cache key, so ``_correlate`` passes its result on.
         self._shared: SharedStage | None = None
+        self._share_clears = True  # False while ``invalidate`` clears key by key
         value_cache = options.get("value_cache")
         if value_cache is not None:
             self._shared = SharedStage(
@@ -407,13 +408,14 @@ class KeyedLoader(Engine, Generic[K, V]):
         """Forget ``key``'s cached value, miss, or load in flight.
 
         A load in flight still answers its callers, but its value is not cached,
-        and later loads of the key fetch it again.
+        and later loads of the key fetch it again. With ``value_cache``, the key
+        is deleted there too, in the background (:meth:`invalidate` waits).
         """
         ck = self._ck(key)
         self._cache.pop(ck, None)
         self._stored.pop(ck, None)
         self._inflight.pop(ck, None)
-        if self._shared is not None:
+        if self._shared is not None and self._share_clears:
             _in_background(self._shared.delete([ck]))
 
     def clear_many(self, keys: Iterable[K]) -> None:
@@ -421,22 +423,23 @@ class KeyedLoader(Engine, Generic[K, V]):
         self.invalidate(*keys)
 
     def invalidate(self, *keys: K) -> Awaitable[None]:
-        """Forget ``keys`` here and in the shared cache (``value_cache``).
+        """``clear`` ``keys``, and return an awaitable of their deletion from ``value_cache``.
 
-        Returns an awaitable of the shared cache's deletion: await it before a
-        mutation answers, so that no request that starts afterwards, in any
-        process, reads the old value. It never raises: a shared cache that
-        cannot be reached is counted as an error (see ``docs/scaling-out.md``
-        for the staleness bound then). Without ``value_cache`` it is done at once.
+        Await it before a mutation answers, so that no request that starts
+        afterwards, in any process, reads the old value. It never raises: a
+        shared cache that cannot be reached is counted as an error (see
+        ``docs/scaling-out.md`` for the staleness bound then). Without
+        ``value_cache`` it is done at once.
         """
-        cks = [self._ck(key) for key in keys]
-        for ck in cks:
-            self._cache.pop(ck, None)
-            self._stored.pop(ck, None)
-            self._inflight.pop(ck, None)
-        if self._shared is None or not cks:
+        self._share_clears = False  # one shared deletion for them all, below
+        try:
+            for key in keys:
+                self.clear(key)
+        finally:
+            self._share_clears = True
+        if self._shared is None or not keys:
             return _DONE
-        return _in_background(self._shared.delete(cks))
+        return _in_background(self._shared.delete([self._ck(key) for key in keys]))
 
     def clear_all(self) -> None:
         """Forget every cached value, miss, and load in flight."""

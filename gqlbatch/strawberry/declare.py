@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from typing import Any, Literal, TypeVar, overload
 
-from gqlbatch import BatchOptions, ErrorMode, RetryPolicy
+from gqlbatch import BatchOptions, CircuitBreaker, ErrorMode, RetryPolicy, ValueCache
 from gqlbatch.strawberry.protocols import Fetcher, FetcherOf
 from gqlbatch.strawberry.registry import ENGINE_OPTIONS, UNSET, LoaderSpec
 
@@ -33,6 +33,11 @@ def loader(
     cache: bool = ...,
     cache_key: Callable[[K], Hashable] | None = ...,
     name: str | None = ...,
+    value_cache: ValueCache | None = ...,
+    value_cache_ttl: float | None = ...,
+    cache_misses_ttl: float | None = ...,
+    value_cache_timeout_ms: float = ...,
+    value_cache_breaker: CircuitBreaker | None = ...,
 ) -> LoaderSpec[K, V]: ...
 
 
@@ -54,6 +59,11 @@ def loader(
     cache: bool = ...,
     cache_key: Callable[[K], Hashable] | None = ...,
     name: str | None = ...,
+    value_cache: ValueCache | None = ...,
+    value_cache_ttl: float | None = ...,
+    cache_misses_ttl: float | None = ...,
+    value_cache_timeout_ms: float = ...,
+    value_cache_breaker: CircuitBreaker | None = ...,
 ) -> LoaderSpec[K, V | None]: ...
 
 
@@ -75,6 +85,11 @@ def loader(
     cache: bool = ...,
     cache_key: Callable[[K], Hashable] | None = ...,
     name: str | None = ...,
+    value_cache: ValueCache | None = ...,
+    value_cache_ttl: float | None = ...,
+    cache_misses_ttl: float | None = ...,
+    value_cache_timeout_ms: float = ...,
+    value_cache_breaker: CircuitBreaker | None = ...,
 ) -> LoaderSpec[K, list[V]]: ...
 
 
@@ -96,6 +111,11 @@ def loader(
     cache: bool = ...,
     cache_key: Callable[[K], Hashable] | None = ...,
     name: str | None = ...,
+    value_cache: ValueCache | None = ...,
+    value_cache_ttl: float | None = ...,
+    cache_misses_ttl: float | None = ...,
+    value_cache_timeout_ms: float = ...,
+    value_cache_breaker: CircuitBreaker | None = ...,
 ) -> LoaderSpec[K, V]: ...
 
 
@@ -117,6 +137,11 @@ def loader(
     cache: bool = ...,
     cache_key: Callable[[K], Hashable] | None = ...,
     name: str | None = ...,
+    value_cache: ValueCache | None = ...,
+    value_cache_ttl: float | None = ...,
+    cache_misses_ttl: float | None = ...,
+    value_cache_timeout_ms: float = ...,
+    value_cache_breaker: CircuitBreaker | None = ...,
 ) -> LoaderSpec[K, V | None]: ...
 
 
@@ -138,6 +163,11 @@ def loader(
     cache: bool = ...,
     cache_key: Callable[[K], Hashable] | None = ...,
     name: str | None = ...,
+    value_cache: ValueCache | None = ...,
+    value_cache_ttl: float | None = ...,
+    cache_misses_ttl: float | None = ...,
+    value_cache_timeout_ms: float = ...,
+    value_cache_breaker: CircuitBreaker | None = ...,
 ) -> LoaderSpec[K, V]: ...
 
 
@@ -157,6 +187,11 @@ def loader(
     cache: bool = ...,
     cache_key: Callable[[K], Hashable] | None = ...,
     name: str | None = ...,
+    value_cache: ValueCache | None = ...,
+    value_cache_ttl: float | None = ...,
+    cache_misses_ttl: float | None = ...,
+    value_cache_timeout_ms: float = ...,
+    value_cache_breaker: CircuitBreaker | None = ...,
 ) -> LoaderSpec[K, V | None]: ...
 
 
@@ -177,6 +212,11 @@ def loader(
     cache: Any = UNSET,
     cache_key: Any = UNSET,
     name: Any = UNSET,
+    value_cache: Any = UNSET,
+    value_cache_ttl: Any = UNSET,
+    cache_misses_ttl: Any = UNSET,
+    value_cache_timeout_ms: Any = UNSET,
+    value_cache_breaker: Any = UNSET,
 ) -> LoaderSpec[Any, Any]:
     """Declare a loader on a :class:`LoaderRegistry` subclass.
 
@@ -210,6 +250,11 @@ def loader(
         "cache": cache,
         "cache_key": cache_key,
         "name": name,
+        "value_cache": value_cache,
+        "value_cache_ttl": value_cache_ttl,
+        "cache_misses_ttl": cache_misses_ttl,
+        "value_cache_timeout_ms": value_cache_timeout_ms,
+        "value_cache_breaker": value_cache_breaker,
     }
     options = {key: value for key, value in given.items() if value is not UNSET}
     BatchOptions(**{key: options[key] for key in ENGINE_OPTIONS if key in options})
