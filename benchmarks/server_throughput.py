@@ -79,6 +79,8 @@ QUERY = """query Feed($offset: Int!) { users(limit: 10, offset: $offset) { id na
 PAGE = 10
 REQUEST_TIMEOUT = 30.0
 """Seconds one request may take before it counts as failed."""
+
+
 @dataclass(frozen=True)
 class Preset:
     """How much one run measures."""
