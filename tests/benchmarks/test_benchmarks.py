@@ -31,7 +31,7 @@ def run_benchmarks(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         encoding="utf-8",
-        timeout=150,
+        timeout=240,
     )
 
 
