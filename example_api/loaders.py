@@ -38,6 +38,7 @@ from sqlalchemy.orm import QueryableAttribute
 
 from example_api.models import Post, Tag, User
 from example_api.settings import DatabaseOptions
+from gqlbatch import EngineOptions
 from gqlbatch.sqlalchemy import DB_RETRY, ManyFetcher, by_column, by_relationship
 from gqlbatch.strawberry import LoaderRegistry, loader
 
@@ -46,7 +47,7 @@ __all__ = ["Loaders", "PageKey", "Paged", "registry_options"]
 _DB_OPTIONS: dict[str, Any] = {"error_mode": "retry", "retry": DB_RETRY}
 
 
-def registry_options(database: DatabaseOptions) -> dict[str, Any]:
+def registry_options(database: DatabaseOptions) -> EngineOptions:
     """The options of every loader of a request that come from the settings."""
     return {"batch_timeout_ms": database.batch_timeout_ms or None}
 

@@ -126,10 +126,9 @@ def test_every_public_import_path_of_today_still_works(module: str, name: str) -
     assert name in imported.__all__
 
 
-def test_the_packages_export_nothing_unlisted() -> None:
-    packages = ("gqlbatch", "gqlbatch.strawberry", "gqlbatch.sqlalchemy", "gqlbatch.otel")
-    for module in (*packages, "gqlbatch.redis"):
-        assert set(importlib.import_module(module).__all__) == set(PUBLIC[module]), module
+def test_the_packages_still_list_every_name_of_today() -> None:
+    for module in PUBLIC:
+        assert set(PUBLIC[module]) <= set(importlib.import_module(module).__all__), module
 
 
 @pytest.mark.parametrize(
@@ -368,13 +367,8 @@ def test_imports_go_one_way_only() -> None:
     assert not problems, "import rules broken (see docs/layout.md):\n" + "\n".join(problems)
 
 
-# Circles being removed elsewhere; this list only shrinks. example_api.context names the
-# app's AppState for mypy, which moves to its own module in the `example` branch (issue 9).
-KNOWN_CYCLES = [["example_api.app", "example_api.context", "example_api.app"]]
-
-
 def test_there_is_no_import_circle() -> None:
-    cycles = [c for c in import_cycles(ROOT) if c not in KNOWN_CYCLES]
+    cycles = import_cycles(ROOT)
     assert not cycles, "import circles:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Literal, Self, TypeVar, Unpack
 
 import sqlalchemy.exc as sa_exc
 from sqlalchemy import and_, any_, bindparam, func, select, tuple_
@@ -13,7 +13,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import RelationshipProperty
 from sqlalchemy.sql import ColumnElement, Select
 
-from gqlbatch import KeyedLoader
+from gqlbatch import KeyedLoader, LoaderOptions
 from gqlbatch.sqlalchemy.dialects import dialect_max_params
 from gqlbatch.sqlalchemy.sessions import SessionSource, as_source
 from gqlbatch.sqlalchemy.spec import KEYS, LIMIT, FetcherSpec
@@ -89,16 +89,23 @@ class _Fetcher(Generic[K, T]):
             options["key_type"] = self._spec.key_type
         return options
 
-    def loader(self, sessions: object = None, **options: Any) -> KeyedLoader[K, Any]:
+    def loader(
+        self,
+        sessions: object = None,
+        *,
+        missing: Literal["none", "error"] = "none",
+        **options: Unpack[LoaderOptions[K]],
+    ) -> KeyedLoader[K, Any]:
         """A ``KeyedLoader`` over this fetcher: ``loader_options`` merged with ``options``.
 
         ``sessions`` binds a copy of the fetcher first; without it the fetcher
-        must already be bound.
+        must already be bound. ``missing`` and ``options`` are those of
+        :class:`~gqlbatch.KeyedLoader`.
         """
         fetcher = self if sessions is None else self.bind(sessions)
         if fetcher._sessions is None:
             raise RuntimeError(self._unbound_message())
-        merged = {**self.loader_options, **options}
+        merged = {**self.loader_options, "missing": missing, **options}
         batch_fn: Any = fetcher
         loader: KeyedLoader[K, Any] = KeyedLoader(batch_fn, **merged)
         return loader

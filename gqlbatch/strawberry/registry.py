@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Generic, NoReturn, TypeVar, overload
 
 from gqlbatch import (
     BatchOptions,
+    EngineOptions,
     GqlBatchError,
     KeyedLoader,
     LoaderOptions,
@@ -174,14 +175,14 @@ class LoaderRegistry:
         *,
         sessions: Any = None,
         statements: StatementCounting | None = None,
-        options: Mapping[str, Any] | None = None,
+        options: EngineOptions | None = None,
         loader_options: Mapping[str, LoaderOptions[Any]] | None = None,
     ):
         if statements is not None and not isinstance(statements, StatementCounting):
             raise TypeError(
                 f"statements must have a scope() method (a StatementCounter), got {statements!r}"
             )
-        defaults = dict(options or {})
+        defaults: dict[str, Any] = dict(options or {})
         unknown = sorted(set(defaults) - set(REGISTRY_OPTIONS))
         if unknown:
             raise TypeError(

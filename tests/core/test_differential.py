@@ -201,9 +201,10 @@ def test_a_failing_batch_shares_one_exception_in_aiodataloader_not_in_gqlbatch()
 
     async def ours() -> list[Any]:
         async with KeyedLoader(by_key(broken), cache=False) as loader:
-            return await asyncio.gather(
+            values: list[Any] = await asyncio.gather(
                 *(loader.load(k) for k in [1, 1, 2]), return_exceptions=True
             )
+            return values
 
     shared = run_virtual(theirs)
     assert shared[0] is shared[1] is shared[2]  # one object, raised into three callers

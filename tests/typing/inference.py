@@ -66,3 +66,17 @@ def fetchers_carry_their_entity() -> None:
     assert_type(by_group(Post.author_id), ManyFetcher[int, Any])
     assert_type(by_relationship(Post.author), OneFetcher[Any, User])
     assert_type(by_relationship(User.posts), ManyFetcher[Any, Post])
+
+
+async def a_loader_in_async_with_keeps_its_type() -> None:
+    async with KeyedLoader(names) as loaded:
+        assert_type(loaded, KeyedLoader[int, str | None])
+
+
+def options_are_checked_by_name_and_type(sessions: Any) -> None:
+    # An unused "type: ignore" fails mypy: each line below must stay an error.
+    by_column(User.id).loader(sessions, max_batch_size=10, error_mode="retry", missing="error")
+    by_column(User.id).loader(sessions, max_batch_sise=10)  # type: ignore[call-arg]
+    by_column(User.id).loader(sessions, error_mode="retyr")  # type: ignore[arg-type]
+    Loaders(options={"max_batch_size": 10, "batch_timeout_ms": 50.0})
+    Loaders(options={"max_batch_sise": 10})  # type: ignore[arg-type]
