@@ -130,6 +130,9 @@ class KeyedLoader(Engine, Generic[K, V]):
             many seconds (default None: misses are not stored).
         value_cache_timeout_ms: the longest one call of ``value_cache`` may take
             before the loader goes on as if it held nothing (default 100).
+        value_cache_invalidate_timeout_ms: the longest a deletion from
+            ``value_cache`` (``invalidate``, ``clear``) may take (default 1000);
+            deletions are tried even while the circuit is open.
         value_cache_breaker: the :class:`CircuitBreaker` of ``value_cache``
             (default: one per cache object, shared by the loaders using it).
     """
@@ -222,6 +225,7 @@ class KeyedLoader(Engine, Generic[K, V]):
                 ttl=options.get("value_cache_ttl"),
                 misses_ttl=options.get("cache_misses_ttl"),
                 timeout_ms=options.get("value_cache_timeout_ms", 100),
+                invalidate_timeout_ms=options.get("value_cache_invalidate_timeout_ms", 1000),
                 breaker=options.get("value_cache_breaker"),
             )
             self._batch_fn = self._shared.wrap(self._batch_fn, cache_key, self._outcomes)

@@ -70,4 +70,5 @@ class LoaderOptions(EngineOptions, Generic[K], total=False):
     value_cache_ttl: float | None
     cache_misses_ttl: float | None
     value_cache_timeout_ms: float
+    value_cache_invalidate_timeout_ms: float
     value_cache_breaker: CircuitBreaker | None

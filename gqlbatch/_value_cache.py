@@ -340,6 +340,7 @@ class SharedStage:
         "breaker",
         "cache",
         "counters",
+        "invalidate_timeout",
         "misses_ttl",
         "name",
         "timeout",
@@ -354,6 +355,7 @@ class SharedStage:
         ttl: float | None,
         misses_ttl: float | None,
         timeout_ms: float,
+        invalidate_timeout_ms: float = 1000,
         breaker: CircuitBreaker | None,
     ) -> None:
         if not isinstance(cache, ValueCache):
@@ -369,6 +371,10 @@ class SharedStage:
         )
         self.timeout: float = (
             check_number("value_cache_timeout_ms", timeout_ms, 0, strict=True) / 1000
+        )
+        self.invalidate_timeout: float = (
+            check_number("value_cache_invalidate_timeout_ms", invalidate_timeout_ms, 0, strict=True)
+            / 1000
         )
         if breaker is not None and not isinstance(breaker, CircuitBreaker):
             raise TypeError(
@@ -453,12 +459,18 @@ class SharedStage:
     async def delete(self, cks: Sequence[Hashable]) -> None:
         """Forget ``cks`` in the shared cache, bounded and failing open.
 
-        A deletion that fails is kept and delivered before this process's next
-        read of the cache, which reads nothing from it until then.
+        A deletion is what keeps other processes from reading a value a write
+        replaced, so it is worth more than a read: it is tried even while the
+        circuit is open, and may take ``value_cache_invalidate_timeout_ms``
+        rather than the reads' ``value_cache_timeout_ms``. One that still fails
+        is kept and delivered before this process's next read of the cache,
+        which reads nothing from it until then.
         """
         if not cks:
             return
-        if await self._call("delete", cks, lambda: self.cache.delete_many(cks)) is not _FAILED:
+        call = lambda: self.cache.delete_many(cks)  # noqa: E731
+        deleted = await self._call("delete", cks, call, self.invalidate_timeout, gated=False)
+        if deleted is not _FAILED:
             return
         undelivered = _UNDELIVERED.get(self.cache)
         if undelivered is None:
@@ -469,16 +481,28 @@ class SharedStage:
         while len(undelivered) > MAX_UNDELIVERED:  # past this, the entries' TTL is the bound
             del undelivered[next(iter(undelivered))]
 
-    async def _call(self, operation: str, keys: Sized, call: Callable[[], Any]) -> Any:
-        """Run one cache call within the timeout; ``_FAILED`` when it failed or was skipped."""
+    async def _call(
+        self,
+        operation: str,
+        keys: Sized,
+        call: Callable[[], Any],
+        limit_s: float | None = None,
+        *,
+        gated: bool = True,
+    ) -> Any:
+        """Run one cache call within ``limit_s`` (default: the reads' timeout).
+
+        Returns ``_FAILED`` when it failed, timed out or was skipped: ``gated``
+        calls ask the breaker first; others go whatever its state.
+        """
         breaker = self.breaker
-        if not breaker.allow():
+        if gated and not breaker.allow():
             self.counters.skips += len(keys)
             self._tell(operation, len(keys), 0, "skipped", 0.0)
             return _FAILED
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.timeout if limit_s is None else limit_s):
                 result = await call()
         except TypeError:
             # A value or key the cache cannot hold (an ORM object, say) is a bug to

@@ -37,6 +37,7 @@ def loader(
     value_cache_ttl: float | None = ...,
     cache_misses_ttl: float | None = ...,
     value_cache_timeout_ms: float = ...,
+    value_cache_invalidate_timeout_ms: float = ...,
     value_cache_breaker: CircuitBreaker | None = ...,
 ) -> LoaderSpec[K, V]: ...
 
@@ -63,6 +64,7 @@ def loader(
     value_cache_ttl: float | None = ...,
     cache_misses_ttl: float | None = ...,
     value_cache_timeout_ms: float = ...,
+    value_cache_invalidate_timeout_ms: float = ...,
     value_cache_breaker: CircuitBreaker | None = ...,
 ) -> LoaderSpec[K, V | None]: ...
 
@@ -89,6 +91,7 @@ def loader(
     value_cache_ttl: float | None = ...,
     cache_misses_ttl: float | None = ...,
     value_cache_timeout_ms: float = ...,
+    value_cache_invalidate_timeout_ms: float = ...,
     value_cache_breaker: CircuitBreaker | None = ...,
 ) -> LoaderSpec[K, list[V]]: ...
 
@@ -115,6 +118,7 @@ def loader(
     value_cache_ttl: float | None = ...,
     cache_misses_ttl: float | None = ...,
     value_cache_timeout_ms: float = ...,
+    value_cache_invalidate_timeout_ms: float = ...,
     value_cache_breaker: CircuitBreaker | None = ...,
 ) -> LoaderSpec[K, V]: ...
 
@@ -141,6 +145,7 @@ def loader(
     value_cache_ttl: float | None = ...,
     cache_misses_ttl: float | None = ...,
     value_cache_timeout_ms: float = ...,
+    value_cache_invalidate_timeout_ms: float = ...,
     value_cache_breaker: CircuitBreaker | None = ...,
 ) -> LoaderSpec[K, V | None]: ...
 
@@ -167,6 +172,7 @@ def loader(
     value_cache_ttl: float | None = ...,
     cache_misses_ttl: float | None = ...,
     value_cache_timeout_ms: float = ...,
+    value_cache_invalidate_timeout_ms: float = ...,
     value_cache_breaker: CircuitBreaker | None = ...,
 ) -> LoaderSpec[K, V]: ...
 
@@ -191,6 +197,7 @@ def loader(
     value_cache_ttl: float | None = ...,
     cache_misses_ttl: float | None = ...,
     value_cache_timeout_ms: float = ...,
+    value_cache_invalidate_timeout_ms: float = ...,
     value_cache_breaker: CircuitBreaker | None = ...,
 ) -> LoaderSpec[K, V | None]: ...
 
@@ -216,6 +223,7 @@ def loader(
     value_cache_ttl: Any = UNSET,
     cache_misses_ttl: Any = UNSET,
     value_cache_timeout_ms: Any = UNSET,
+    value_cache_invalidate_timeout_ms: Any = UNSET,
     value_cache_breaker: Any = UNSET,
 ) -> LoaderSpec[Any, Any]:
     """Declare a loader on a :class:`LoaderRegistry` subclass.
@@ -254,6 +262,7 @@ def loader(
         "value_cache_ttl": value_cache_ttl,
         "cache_misses_ttl": cache_misses_ttl,
         "value_cache_timeout_ms": value_cache_timeout_ms,
+        "value_cache_invalidate_timeout_ms": value_cache_invalidate_timeout_ms,
         "value_cache_breaker": value_cache_breaker,
     }
     options = {key: value for key, value in given.items() if value is not UNSET}

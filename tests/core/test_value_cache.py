@@ -176,6 +176,38 @@ async def test_the_circuit_opens_after_repeated_failures_and_one_trial_closes_it
     assert spy.calls[0] == ("get", [1])
 
 
+async def test_invalidations_are_tried_even_while_the_circuit_is_open() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failures=1, reset_s=60, clock=clock)
+    spy = Spy()
+    spy.fail = ConnectionError("down")
+    await _loader(Source({}), spy, value_cache_breaker=breaker).load(1)
+    assert breaker.state == "open"
+    spy.fail = None
+    spy.calls.clear()
+    await _loader(Source({}), spy, value_cache_breaker=breaker).invalidate(1)
+    assert spy.calls == [("delete", [1])]
+    assert breaker.state == "closed"  # and a success closes it
+
+
+async def test_an_invalidation_may_take_longer_than_a_read() -> None:
+    spy = Spy()
+    slow = asyncio.Event()
+
+    async def delete_slowly(keys: Sequence[Hashable], /) -> None:
+        await asyncio.sleep(0.05)
+        slow.set()
+
+    spy.delete_many = delete_slowly  # type: ignore[method-assign]
+    loader = _loader(Source({}), spy, value_cache_timeout_ms=1)
+    await loader.invalidate(1)
+    assert slow.is_set()
+    assert loader.stats.value_cache_errors == 0
+    quick = _loader(Source({}), spy, value_cache_invalidate_timeout_ms=1)
+    await quick.invalidate(1)
+    assert quick.stats.value_cache_errors == 1
+
+
 async def test_a_failed_trial_opens_the_circuit_again() -> None:
     clock = Clock()
     breaker = CircuitBreaker(failures=1, reset_s=5, clock=clock)
