@@ -37,8 +37,8 @@ import strawberry
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
 from strawberry.extensions import (
     DisableIntrospection,
     MaxAliasesLimiter,
@@ -51,8 +51,9 @@ from strawberry.schema.config import StrawberryConfig
 from example_api import migrations, schema
 from example_api.context import AppContext
 from example_api.db import create_engine, create_sessionmaker
-from example_api.extensions import ExampleSchema, PublicErrors, RequestStats
+from example_api.extensions import ErrorCodes, ExampleSchema, PublicErrors, RequestStats
 from example_api.gc_tuning import gc_tuned
+from example_api.graphiql import ASSETS_PATH, GraphQLWithPage, assets_app, graphiql_html
 from example_api.loaders import Loaders, registry_options
 from example_api.metrics import Metrics
 from example_api.middleware import BodySizeLimit, MetricsMiddleware
@@ -62,7 +63,7 @@ from example_api.state import AppState
 from example_api.views import ViewCounter
 from gqlbatch import add_observer, remove_observer
 from gqlbatch.sqlalchemy import PerBatchSessions, StatementCounter
-from gqlbatch.strawberry import GraphQL, LoaderExtension
+from gqlbatch.strawberry import LoaderExtension
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -108,6 +109,7 @@ def build_schema(
             else partial(OpenTelemetryExtension, tracer_provider=tracer_provider)
         )
     extensions += [
+        ErrorCodes,  # a code in extensions.code for syntax and validation errors
         partial(MaxTokensLimiter, max_token_count=settings.max_tokens),
         partial(QueryDepthLimiter, max_depth=settings.max_depth),
         partial(MaxAliasesLimiter, max_alias_count=settings.max_aliases),
@@ -184,6 +186,10 @@ def create_app(
             traced,
             settings.redacted_database_url,
         )
+        if settings.debug:
+            log.info("GraphiQL: open %s in a browser", settings.graphql_url)
+        else:
+            log.info("GraphQL endpoint: POST %s (no GraphiQL in production)", settings.graphql_url)
         with gc_tuned() if settings.gc_tuning else nullcontext():
             try:
                 yield
@@ -215,7 +221,7 @@ def create_app(
             state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
-    graphql: GraphQL[Loaders] = GraphQL(
+    graphql: GraphQLWithPage[Loaders] = GraphQLWithPage(
         build_schema(
             settings,
             tracing=tracing,
@@ -231,17 +237,22 @@ def create_app(
         sessions=PerBatchSessions(state.sessions),
         statements=statements,
         context_class=partial(AppContext, state=state),
-        graphql_ide="graphiql" if settings.debug else None,
+        graphiql_page=graphiql_html(settings.graphiql_cdn) if settings.debug else None,
         allow_queries_via_get=True,  # queries only: Strawberry refuses mutations over GET
         subscription_protocols=(),
     )
+    routes: list[BaseRoute] = [
+        Route("/graphql", graphql),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    if settings.debug:  # GraphiQL: its files (unless from a CDN), and / leads to it
+        if not settings.graphiql_cdn:
+            routes.append(Mount(ASSETS_PATH, assets_app()))
+        routes.append(Route("/", lambda _request: RedirectResponse("/graphql"), methods=["GET"]))
     app = Starlette(
         debug=False,  # never a traceback page, even in debug mode: errors are in the log
-        routes=[
-            Route("/graphql", graphql),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-        ],
+        routes=routes,
         lifespan=lifespan,
     )
     app.state.example_api = state

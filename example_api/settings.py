@@ -299,9 +299,16 @@ class Settings(_FromEnv):
     debug: bool = setting(
         "EXAMPLE_API_DEBUG",
         False,
-        "GraphiQL, introspection, full errors, `extensions.gqlbatch` statistics",
+        "GraphiQL on `/graphql` (and `/` redirects there), introspection, full error "
+        "messages with suggestions, `extensions.gqlbatch` statistics in every answer",
         flag="--debug",
         off_flag="--production",
+    )
+    graphiql_cdn: str = setting(
+        "EXAMPLE_API_GRAPHIQL_CDN",
+        "",
+        "debug mode: load GraphiQL's files from this CDN, laid out like unpkg "
+        "(`https://unpkg.com`); empty: from the example itself, which works offline",
     )
     migrate_on_start: bool = setting(
         "EXAMPLE_API_MIGRATE", True, "`alembic upgrade head` on start", off_flag="--no-migrate"
@@ -398,6 +405,12 @@ class Settings(_FromEnv):
         return self.database_url.startswith("sqlite")
 
     @property
+    def graphql_url(self) -> str:
+        """Where the server answers GraphQL (and shows GraphiQL in debug mode)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/graphql"
+
+    @property
     def redacted_database_url(self) -> str:
         """The database URL without its password, for logs."""
         return _redact(self.database_url)
@@ -473,7 +486,9 @@ def docs_table() -> str:
     lines = ["| variable | default | flag | meaning |", "|---|---|---|---|"]
     for spec in declarations():
         flags = " / ".join(f"`{flag}`" for flag in (spec.flag, spec.off_flag) if flag)
-        lines.append(f"| `{spec.env}` | `{spec.format(spec.default)}` | {flags} | {spec.help} |")
+        default = spec.format(spec.default)
+        shown = f"`{default}`" if default else "(empty)"
+        lines.append(f"| `{spec.env}` | {shown} | {flags} | {spec.help} |")
     return "\n".join(lines) + "\n"
 
 

@@ -49,9 +49,11 @@ class LoaderExtension(SchemaExtension):
                               "failed_batches": 0, "sql_statements": 1}},
          "sql_statements": 3}
 
-    ``sql_statements`` appear when the context (or registry) carries a
-    :class:`StatementCounting` object: per loader, the statements its batches
-    executed; for the operation, every statement executed while it ran.
+    ``loaders`` lists the loaders the operation loaded from; one it only primed
+    or cleared (``write_through``, ``invalidate``) is left out. ``sql_statements``
+    appear when the context (or registry) carries a :class:`StatementCounting`
+    object: per loader, the statements its batches executed; for the operation,
+    every statement executed while it ran.
 
     Args:
         statistics: False (default), True, or a callable deciding per operation
@@ -140,10 +142,16 @@ class LoaderExtension(SchemaExtension):
         return operation_type is OperationType.SUBSCRIPTION
 
     def _report(self, registry: LoaderRegistry, counted: StatementScope | None) -> dict[str, Any]:
-        """The statistics of every loader the operation created, JSON-ready."""
+        """The statistics of every loader the operation loaded from, JSON-ready.
+
+        A loader that was created but never asked for a key (a mutation's
+        ``invalidate`` or ``write_through`` creates it) is left out.
+        """
         sql = registry.sql_statements()
         loaders: dict[str, Any] = {}
         for name, stats in registry.stats().items():
+            if stats.loads == 0:
+                continue
             entry = {
                 "loads": stats.loads,
                 "cache_hits": stats.cache_hits,

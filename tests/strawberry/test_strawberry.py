@@ -168,6 +168,11 @@ class Mutation:
         fresh = await info.context.loaders.user.load(id)
         return User.of(fresh) if fresh else None
 
+    @strawberry.mutation
+    async def forget_team(self, info: Info, team_id: int) -> bool:
+        invalidate(info.context.loaders.members, team_id)  # creates the loader, loads nothing
+        return True
+
 
 @strawberry.type
 class Subscription:
@@ -462,6 +467,14 @@ async def test_statistics_are_added_to_the_response_extensions_when_enabled() ->
     }
     plain = await schema.execute(query, context_value=new_context())
     assert plain.extensions == {}
+
+
+async def test_statistics_leave_out_loaders_the_operation_did_not_load_from() -> None:
+    query = 'mutation { forgetTeam(teamId: 1) a: rename(id: 2, name: "b") { name } }'
+    result = await stats_schema.execute(query, context_value=new_context())
+    assert result.errors is None
+    assert result.extensions is not None
+    assert list(result.extensions["gqlbatch"]["loaders"]) == ["user"]  # not "members"
 
 
 async def test_statistics_can_be_decided_per_operation() -> None:
