@@ -120,7 +120,9 @@ class MemoryValueCache:
     """A :class:`ValueCache` in this process's memory: LRU-bounded, with a TTL per entry.
 
     For one-process deployments and tests. Shared by every loader given it
-    (give each loader kind its own: keys are not namespaced).
+    (give each loader kind its own: keys are not namespaced). Values are held
+    as they are, not copied: every request gets the same object, so never
+    mutate what such a loader returns.
 
     Args:
         max_entries: the most entries held; the least recently used goes first.
