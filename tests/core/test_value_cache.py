@@ -7,6 +7,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import pytest
+from hypothesis import given
 
 from gqlbatch import (
     NOT_FOUND,
@@ -19,6 +20,8 @@ from gqlbatch import (
     add_observer,
     remove_observer,
 )
+from tests._harness import bounded
+from tests._interleavings import play, steps
 
 pytestmark = pytest.mark.usefixtures("loop_reports")
 
@@ -394,3 +397,11 @@ def test_options_are_checked_naming_the_argument() -> None:
         )
     with pytest.raises(ValueError, match="max_entries must be >= 1"):
         MemoryValueCache(max_entries=0)
+
+
+@given(steps)
+@bounded(300)
+def test_no_interleaving_of_readers_and_writers_reads_an_invalidated_value(
+    script: list[tuple[int, int]],
+) -> None:
+    asyncio.run(play(MemoryValueCache(), script))

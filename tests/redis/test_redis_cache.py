@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 from redis.asyncio import Redis, RedisCluster
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from gqlbatch import NOT_FOUND, BatchError, KeyedLoader
 from gqlbatch.redis import RedisValueCache
+from tests._harness import bounded
+from tests._interleavings import play, steps
 
 pytestmark = [pytest.mark.redis, pytest.mark.usefixtures("loop_reports")]
 
@@ -235,6 +239,27 @@ def test_options_are_checked_naming_the_argument(client: Redis) -> None:
         RedisValueCache(client, namespace="a", ttl=10, max_ttl=10, generation_ttl=20)
     with pytest.raises(TypeError, match=r"client must be a redis\.asyncio\.Redis"):
         RedisValueCache(object(), namespace="a")  # type: ignore[arg-type]
+
+
+@given(steps)
+@settings(
+    bounded(60),
+    suppress_health_check=[
+        *bounded(60).suppress_health_check,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
+def test_no_interleaving_of_readers_and_writers_reads_an_invalidated_value(
+    redis_url: str, redis_namespace: str, script: list[tuple[int, int]]
+) -> None:
+    """Each example in a namespace of its own under the test's (deleted at the end)."""
+
+    async def run() -> None:
+        async with Redis.from_url(redis_url) as client:
+            namespace = f"{redis_namespace}:{uuid.uuid4().hex[:8]}"
+            await play(RedisValueCache(client, namespace=namespace), script)
+
+    asyncio.run(run())
 
 
 # --------------------------------------------------------------------------- Redis Cluster
