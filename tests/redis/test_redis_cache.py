@@ -243,9 +243,9 @@ def test_options_are_checked_naming_the_argument(client: Redis) -> None:
 
 @given(steps)
 @settings(
-    bounded(60),
+    bounded(150),
     suppress_health_check=[
-        *bounded(60).suppress_health_check,
+        *bounded(150).suppress_health_check,
         HealthCheck.function_scoped_fixture,
     ],
 )
