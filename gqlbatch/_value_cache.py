@@ -338,7 +338,6 @@ class SharedStage:
     """
 
     __slots__ = (
-        "_pending",
         "breaker",
         "cache",
         "counters",
