@@ -465,10 +465,8 @@ class SharedStage:
         circuit is open, and may take ``value_cache_invalidate_timeout_ms``
         rather than the reads' ``value_cache_timeout_ms``. One that still fails
         is kept and delivered before this process's next read of the cache,
-        which reads nothing from it until then.
+        which reads nothing from it until then. ``cks`` is never empty.
         """
-        if not cks:
-            return
         call = lambda: self.cache.delete_many(cks)  # noqa: E731
         deleted = await self._call("delete", cks, call, self.invalidate_timeout, gated=False)
         if deleted is not _FAILED:

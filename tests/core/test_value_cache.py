@@ -405,3 +405,57 @@ def test_no_interleaving_of_readers_and_writers_reads_an_invalidated_value(
     script: list[tuple[int, int]],
 ) -> None:
     asyncio.run(play(MemoryValueCache(), script))
+
+
+async def test_the_invalidation_log_keeps_only_the_fill_window() -> None:
+    clock = Clock()
+    cache = MemoryValueCache(fill_window_s=10, clock=clock)
+    await cache.delete_many([1, 2])
+    clock.now += 11
+    await cache.delete_many([3])
+    assert list(cache._deleted) == [3]  # the older ones can no longer matter
+
+
+async def test_undelivered_invalidations_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gqlbatch._value_cache as module
+
+    monkeypatch.setattr(module, "MAX_UNDELIVERED", 2)
+    spy = Spy()
+    spy.fail = ConnectionError("down")
+    await _loader(Source({}), spy).invalidate(1, 2, 3)
+    assert list(module._UNDELIVERED[spy]) == [2, 3]  # past the bound, the TTL bounds staleness
+
+
+async def test_an_observer_without_the_hook_is_skipped_and_one_that_raises_is_reported() -> None:
+    reports: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: reports.append(ctx))
+
+    class Plain:
+        def batch_started(self, info: Any) -> None:
+            pass
+
+        def batch_finished(self, *args: Any) -> None:
+            pass
+
+    class Broken(Plain):
+        def value_cache_call(self, info: CacheCallInfo) -> None:
+            raise RuntimeError("observer bug")
+
+    plain, broken = Plain(), Broken()
+    add_observer(plain)
+    add_observer(broken)
+    try:
+        assert await _loader(Source({1: "a"}), MemoryValueCache()).load(1) == "a"
+    finally:
+        remove_observer(plain)
+        remove_observer(broken)
+    assert [type(r["exception"]) for r in reports] == [RuntimeError, RuntimeError]  # get, set
+
+
+def test_the_public_objects_read_well() -> None:
+    import pickle
+
+    assert repr(NOT_FOUND) == "NOT_FOUND"
+    assert pickle.loads(pickle.dumps(NOT_FOUND)) is NOT_FOUND
+    assert repr(MemoryValueCache(max_entries=5)) == "<MemoryValueCache 0/5>"
+    assert repr(CircuitBreaker()) == "<CircuitBreaker closed failures=5 reset_s=5.0>"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -13,7 +14,7 @@ from redis.asyncio import Redis, RedisCluster
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from gqlbatch import NOT_FOUND, BatchError, KeyedLoader
-from gqlbatch.redis import RedisValueCache
+from gqlbatch.redis import JsonSerializer, RedisValueCache
 from tests._harness import bounded
 from tests._interleavings import play, steps
 
@@ -47,6 +48,12 @@ class Source:
         return {key: self.rows[key] for key in keys if key in self.rows}
 
 
+def _loader(batch_fn: Any, **options: Any) -> KeyedLoader[Any, Any]:
+    """A loader whose cache calls get time enough on a loaded machine (the timeouts
+    are tested on their own, in ``tests/core`` and ``test_redis_faults.py``)."""
+    return KeyedLoader(batch_fn, value_cache_timeout_ms=10_000, **options)
+
+
 def _count(target: Any, name: str) -> list[int]:
     """Count calls of the async method ``name`` of ``target`` (patched on the instance)."""
     calls = [0]
@@ -67,9 +74,9 @@ async def test_a_batch_is_one_mget_and_its_fill_one_script_call(
     mgets = _count(client, "mget")
     fills = _count(cache, "_fill")
     source = Source({i: {"id": i, "name": f"user {i}"} for i in range(20)})
-    first = await KeyedLoader(source, value_cache=cache).load_many(range(20))
+    first = await _loader(source, value_cache=cache).load_many(range(20))
     assert (mgets[0], fills[0]) == (1, 1)
-    again = await KeyedLoader(source, value_cache=cache).load_many(range(25))
+    again = await _loader(source, value_cache=cache).load_many(range(25))
     assert again[:20] == first
     assert again[20:] == [None] * 5
     assert source.calls == [list(range(20)), list(range(20, 25))]
@@ -79,10 +86,10 @@ async def test_a_batch_is_one_mget_and_its_fill_one_script_call(
 async def test_another_client_reads_what_one_stored(redis_url: str, redis_namespace: str) -> None:
     async with Redis.from_url(redis_url) as one, Redis.from_url(redis_url) as two:
         source = Source({("a", 1): [1, 2.5, "x", None, True]})
-        await KeyedLoader(source, value_cache=RedisValueCache(one, namespace=redis_namespace)).load(
+        await _loader(source, value_cache=RedisValueCache(one, namespace=redis_namespace)).load(
             ("a", 1)
         )
-        other = KeyedLoader(source, value_cache=RedisValueCache(two, namespace=redis_namespace))
+        other = _loader(source, value_cache=RedisValueCache(two, namespace=redis_namespace))
         assert await other.load(("a", 1)) == [1, 2.5, "x", None, True]
         assert source.calls == [[("a", 1)]]
 
@@ -92,10 +99,10 @@ async def test_invalidate_makes_every_later_read_fetch_again(
 ) -> None:
     cache = RedisValueCache(client, namespace=redis_namespace)
     source = Source({1: "old"})
-    await KeyedLoader(source, value_cache=cache).load(1)
+    await _loader(source, value_cache=cache).load(1)
     source.rows[1] = "new"
-    await KeyedLoader(source, value_cache=cache).invalidate(1)
-    assert await KeyedLoader(source, value_cache=cache).load(1) == "new"
+    await _loader(source, value_cache=cache).invalidate(1)
+    assert await _loader(source, value_cache=cache).load(1) == "new"
 
 
 async def _fill_race(cache_of: Callable[[], RedisValueCache]) -> None:
@@ -110,15 +117,15 @@ async def _fill_race(cache_of: Callable[[], RedisValueCache]) -> None:
         await write_done.wait()
         return found
 
-    reader = asyncio.ensure_future(KeyedLoader(slow_read, value_cache=cache_of()).load(7))
+    reader = asyncio.ensure_future(_loader(slow_read, value_cache=cache_of()).load(7))
     await read_done.wait()
     rows[7] = "new"
-    await KeyedLoader(slow_read, value_cache=cache_of()).invalidate(7)
+    await _loader(slow_read, value_cache=cache_of()).invalidate(7)
     write_done.set()
     assert await reader == "old"
     assert await cache_of().get_many([7]) == {}
     write_done.set()
-    assert await KeyedLoader(slow_read, value_cache=cache_of()).load(7) == "new"
+    assert await _loader(slow_read, value_cache=cache_of()).load(7) == "new"
     assert await cache_of().get_many([7]) == {7: "new"}
 
 
@@ -146,7 +153,7 @@ async def test_a_value_whose_generation_changed_is_not_read(
 ) -> None:
     """An invalidation whose DEL was lost (the generation was set) still hides the value."""
     cache = RedisValueCache(client, namespace=redis_namespace)
-    await KeyedLoader(Source({1: "old"}), value_cache=cache).load(1)
+    await _loader(Source({1: "old"}), value_cache=cache).load(1)
     await client.set(f"{redis_namespace}:{{1}}:g", b"somebody-wrote")
     assert await cache.get_many([1]) == {}
 
@@ -156,10 +163,10 @@ async def test_a_new_value_shape_version_never_reads_old_entries_and_shares_inva
 ) -> None:
     v1 = RedisValueCache(client, namespace=redis_namespace, version=1)
     v2 = RedisValueCache(client, namespace=redis_namespace, version=2)
-    await KeyedLoader(Source({1: {"name": "ada"}}), value_cache=v1).load(1)
+    await _loader(Source({1: {"name": "ada"}}), value_cache=v1).load(1)
     assert await v2.get_many([1]) == {}
-    await KeyedLoader(Source({1: {"name": "ada", "age": 36}}), value_cache=v2).load(1)
-    await KeyedLoader(Source({}), value_cache=v2).invalidate(1)  # a new deploy writes
+    await _loader(Source({1: {"name": "ada", "age": 36}}), value_cache=v2).load(1)
+    await _loader(Source({}), value_cache=v2).invalidate(1)  # a new deploy writes
     assert await v1.get_many([1]) == {}  # the old deploy's readers see it too
 
 
@@ -167,9 +174,9 @@ async def test_misses_are_stored_only_with_cache_misses_ttl(
     client: Redis, redis_namespace: str
 ) -> None:
     cache = RedisValueCache(client, namespace=redis_namespace)
-    await KeyedLoader(Source({}), value_cache=cache).load(1)
+    await _loader(Source({}), value_cache=cache).load(1)
     assert await cache.get_many([1]) == {}
-    await KeyedLoader(Source({}), value_cache=cache, cache_misses_ttl=5).load(1)
+    await _loader(Source({}), value_cache=cache, cache_misses_ttl=5).load(1)
     assert await cache.get_many([1]) == {1: NOT_FOUND}
     ttl_ms = await client.pttl(f"{redis_namespace}:{{1}}:v1")
     assert 0 < ttl_ms <= 5000
@@ -179,8 +186,8 @@ async def test_values_live_for_the_loaders_ttl_or_the_caches(
     client: Redis, redis_namespace: str
 ) -> None:
     cache = RedisValueCache(client, namespace=redis_namespace, ttl=60)
-    await KeyedLoader(Source({1: "a"}), value_cache=cache).load(1)
-    await KeyedLoader(Source({2: "b"}), value_cache=cache, value_cache_ttl=2).load(2)
+    await _loader(Source({1: "a"}), value_cache=cache).load(1)
+    await _loader(Source({2: "b"}), value_cache=cache, value_cache_ttl=2).load(2)
     assert 2000 < await client.pttl(f"{redis_namespace}:{{1}}:v1") <= 60_000
     assert 0 < await client.pttl(f"{redis_namespace}:{{2}}:v1") <= 2000
 
@@ -188,8 +195,8 @@ async def test_values_live_for_the_loaders_ttl_or_the_caches(
 async def test_a_huge_batch_is_read_in_chunks(client: Redis, redis_namespace: str) -> None:
     cache = RedisValueCache(client, namespace=redis_namespace, chunk_size=3)
     source = Source({i: i * i for i in range(10)})
-    await KeyedLoader(source, value_cache=cache).load_many(range(10))
-    assert await KeyedLoader(source, value_cache=cache).load_many(range(10)) == [
+    await _loader(source, value_cache=cache).load_many(range(10))
+    assert await _loader(source, value_cache=cache).load_many(range(10)) == [
         i * i for i in range(10)
     ]
     assert source.calls == [list(range(10))]
@@ -232,6 +239,31 @@ async def test_an_unreachable_redis_fails_open(redis_namespace: str) -> None:
         assert loader.stats.value_cache_errors == 2
 
 
+async def test_set_many_fills_only_keys_its_read_found_lacking(
+    client: Redis, redis_namespace: str
+) -> None:
+    cache = RedisValueCache(client, namespace=redis_namespace)
+    assert await cache.get_many([]) == {}
+    read = await cache.get_many([1])
+    await cache.set_many({1: "a", 2: "b"}, None, read=read)  # 2 was not read: not filled
+    assert await cache.get_many([1, 2]) == {1: "a"}
+    await cache.delete_many([])
+    with pytest.raises(TypeError, match="set_many needs read="):
+        await cache.set_many({1: "a"}, None, read={})
+
+
+async def test_a_fill_later_than_the_fill_window_is_dropped(
+    client: Redis, redis_namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = RedisValueCache(client, namespace=redis_namespace, fill_window_s=5)
+    read = await cache.get_many([1])
+    later = time.monotonic() + 6
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    await cache.set_many({1: "late"}, None, read=read)
+    monkeypatch.undo()
+    assert await cache.get_many([1]) == {}
+
+
 def test_options_are_checked_naming_the_argument(client: Redis) -> None:
     with pytest.raises(ValueError, match="namespace must be a non-empty string without braces"):
         RedisValueCache(client, namespace="a{b}")
@@ -239,6 +271,17 @@ def test_options_are_checked_naming_the_argument(client: Redis) -> None:
         RedisValueCache(client, namespace="a", ttl=10, max_ttl=10, generation_ttl=20)
     with pytest.raises(TypeError, match=r"client must be a redis\.asyncio\.Redis"):
         RedisValueCache(object(), namespace="a")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="version must be an int or a non-empty string"):
+        RedisValueCache(client, namespace="a", version="")
+    with pytest.raises(ValueError, match="chunk_size must be an int >= 1"):
+        RedisValueCache(client, namespace="a", chunk_size=0)
+    with pytest.raises(TypeError, match="serializer must have dumps and loads"):
+        RedisValueCache(client, namespace="a", serializer=object())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ttl must be a number > 0"):
+        RedisValueCache(client, namespace="a", ttl=0)
+    cache = RedisValueCache(client, namespace="a", version=3, ttl=60)
+    assert repr(cache) == "<RedisValueCache 'a' v3 ttl=60.0>"
+    assert repr(JsonSerializer()) == "JsonSerializer()"
 
 
 @given(steps)
@@ -270,14 +313,14 @@ async def test_cluster_batches_are_split_by_slot_and_read_back(
 ) -> None:
     cache = RedisValueCache(cluster, namespace=redis_namespace)
     source = Source({i: f"v{i}" for i in range(50)})
-    await KeyedLoader(source, value_cache=cache).load_many(range(50))
+    await _loader(source, value_cache=cache).load_many(range(50))
     slots = {cluster.keyslot(f"{redis_namespace}:{{{i}}}:g") for i in range(50)}
     assert len(slots) > 3  # the keys spread over the cluster's nodes
-    assert await KeyedLoader(source, value_cache=cache).load_many(range(50)) == [
+    assert await _loader(source, value_cache=cache).load_many(range(50)) == [
         f"v{i}" for i in range(50)
     ]
     assert source.calls == [list(range(50))]
-    await KeyedLoader(source, value_cache=cache).invalidate(*range(0, 50, 2))
+    await _loader(source, value_cache=cache).invalidate(*range(0, 50, 2))
     held = await cache.get_many(list(range(50)))
     assert set(held) == set(range(1, 50, 2))
 
