@@ -364,6 +364,16 @@ class SharedStage:
                 f"value_cache must have async get_many, set_many and delete_many methods "
                 f"(a gqlbatch.ValueCache), got {cache!r} ({type(cache).__name__})"
             )
+        try:
+            hash(cache)
+            weakref.ref(cache)
+        except TypeError:
+            raise TypeError(
+                f"value_cache must be hashable and weakly referenceable: the process keeps "
+                f"its breaker and its undelivered invalidations per cache object; got a "
+                f"{type(cache).__name__} (a dataclass with eq=True, or with slots=True and "
+                f"no __weakref__?)"
+            ) from None
         self.cache = cache
         self.name = name
         self.ttl: float | None = check_number("value_cache_ttl", ttl, 0, optional=True, strict=True)

@@ -395,6 +395,12 @@ def test_options_are_checked_naming_the_argument() -> None:
             value_cache=MemoryValueCache(),
             value_cache_breaker="no",  # type: ignore[call-overload]
         )
+
+    class Unhashable(Spy):
+        __hash__ = None  # type: ignore[assignment]  # as a dataclass with eq=True
+
+    with pytest.raises(TypeError, match="value_cache must be hashable and weakly"):
+        KeyedLoader(Source({}), value_cache=Unhashable())
     with pytest.raises(ValueError, match="max_entries must be >= 1"):
         MemoryValueCache(max_entries=0)
 
