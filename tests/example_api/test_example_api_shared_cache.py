@@ -10,6 +10,7 @@ test can make Redis unreachable for B alone.
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import threading
 import time
@@ -33,7 +34,8 @@ USER = "query($id: ID!) { user(id: $id) { id name } }"
 UPDATE_POST = """mutation($id: ID!, $title: String, $body: String) {
     updatePost(id: $id, title: $title, body: $body) { id title body } }"""
 UPDATE_USER = "mutation($id: ID!, $name: String!) { updateUser(id: $id, name: $name) { id name } }"
-RANDOMIZED_SECONDS = 8.0
+RANDOMIZED_SECONDS = float(os.environ.get("GQLBATCH_SHARED_CACHE_SECONDS", "8"))
+"""How long the randomized writers and readers run (longer by hand: the variable)."""
 
 
 @pytest.fixture(scope="module")
