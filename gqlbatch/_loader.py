@@ -420,7 +420,7 @@ class KeyedLoader(Engine, Generic[K, V]):
         self._stored.pop(ck, None)
         self._inflight.pop(ck, None)
         if self._shared is not None and self._share_clears:
-            _in_background(self._shared.delete([ck]))
+            _in_background(self._shared.delete, [ck])
 
     def clear_many(self, keys: Iterable[K]) -> None:
         """``clear`` each of ``keys`` (one call of the shared cache for them all)."""
@@ -443,7 +443,7 @@ class KeyedLoader(Engine, Generic[K, V]):
             self._share_clears = True
         if self._shared is None or not keys:
             return _DONE
-        return _in_background(self._shared.delete([self._ck(key) for key in keys]))
+        return _in_background(self._shared.delete, [self._ck(key) for key in keys])
 
     def clear_all(self) -> None:
         """Forget every cached value, miss, and load in flight."""
@@ -542,9 +542,15 @@ _DONE: Final = _Done()
 _BACKGROUND: set[asyncio.Task[None]] = set()  # shared-cache deletions under way
 
 
-def _in_background(call: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-    """Run ``call`` in a task of its own, held until it ends (it never raises)."""
-    task = asyncio.get_running_loop().create_task(call)
+def _in_background(
+    delete: Callable[[list[Hashable]], Coroutine[Any, Any, None]], cks: list[Hashable]
+) -> asyncio.Task[None]:
+    """Run ``delete(cks)`` in a task of its own, held until it ends (it never raises).
+
+    Raises RuntimeError, creating nothing, when no event loop is running.
+    """
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(delete(cks))
     _BACKGROUND.add(task)
     task.add_done_callback(_BACKGROUND.discard)
     return task

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -465,3 +466,10 @@ def test_the_public_objects_read_well() -> None:
     assert pickle.loads(pickle.dumps(NOT_FOUND)) is NOT_FOUND
     assert repr(MemoryValueCache(max_entries=5)) == "<MemoryValueCache 0/5>"
     assert repr(CircuitBreaker()) == "<CircuitBreaker closed failures=5 reset_s=5.0>"
+
+
+def test_clear_outside_an_event_loop_raises_and_leaves_no_coroutine_behind() -> None:
+    loader = KeyedLoader(Source({}), value_cache=MemoryValueCache())
+    with pytest.raises(RuntimeError, match="no running event loop"):
+        loader.clear(1)
+    gc.collect()  # a coroutine made and never awaited would warn here (-W error)
