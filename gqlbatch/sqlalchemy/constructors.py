@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import replace
-from typing import Any, TypeVar, overload
+from typing import Any, TypedDict, TypeVar, Unpack, overload
 
 from sqlalchemy import Tuple
 from sqlalchemy.orm import Mapper, QueryableAttribute, RelationshipDirection, RelationshipProperty
@@ -15,10 +15,27 @@ from sqlalchemy.sql.base import ExecutableOption
 from gqlbatch.sqlalchemy.fetchers import ManyFetcher, OneFetcher
 from gqlbatch.sqlalchemy.spec import FetcherSpec, KeyPart
 
-__all__ = ["by_column", "by_group", "by_relationship"]
+__all__ = ["ColumnOptions", "GroupOptions", "by_column", "by_group", "by_relationship"]
 
 K = TypeVar("K")
 T = TypeVar("T")
+
+
+class ColumnOptions(TypedDict, total=False):
+    """The keyword arguments every fetcher declaration takes (see :func:`by_column`)."""
+
+    where: Any
+    options: Any
+    sessions: object
+    name: str | None
+    max_params: int | None
+
+
+class GroupOptions(ColumnOptions, total=False):
+    """The keyword arguments of many-rows declarations (see :func:`by_group`)."""
+
+    order_by: Any
+    limit: int | None
 
 
 def _python_type(column: ColumnElement[Any]) -> type | tuple[type, ...] | None:
@@ -145,12 +162,7 @@ def _check_common(
 def by_column(
     column: QueryableAttribute[K],
     /,
-    *,
-    where: Any = None,
-    options: Any = None,
-    sessions: object = None,
-    name: str | None = None,
-    max_params: int | None = None,
+    **declaration: Unpack[ColumnOptions],
 ) -> OneFetcher[K, Any]: ...
 
 
@@ -159,11 +171,7 @@ def by_column(
     column: Any,
     /,
     *columns: Any,
-    where: Any = None,
-    options: Any = None,
-    sessions: object = None,
-    name: str | None = None,
-    max_params: int | None = None,
+    **declaration: Unpack[ColumnOptions],
 ) -> OneFetcher[tuple[Any, ...], Any]: ...
 
 
@@ -187,16 +195,8 @@ def by_column(
         max_params: bind parameters per statement, instead of the dialect's limit
             (IN lists only; PostgreSQL arrays are one parameter whatever the count).
     """
-    mapper, cols = _columns_of(columns, "by_column")
-    parts = tuple(_part_for(mapper, c) for c in cols)
-    checked = _check_common(where, None, None, options, max_params, many=False)
-    spec = FetcherSpec(
-        name=_checked_name(name) or _name(mapper, parts),
-        mapper=mapper,
-        parts=parts,
-        composite=len(parts) > 1,
-        many=False,
-        **checked,
+    spec = _column_spec(
+        columns, "by_column", name, where, None, None, options, max_params, many=False
     )
     fetcher: OneFetcher[Any, Any] = OneFetcher(spec)
     return fetcher if sessions is None else fetcher.bind(sessions)
@@ -206,14 +206,7 @@ def by_column(
 def by_group(
     column: QueryableAttribute[K],
     /,
-    *,
-    where: Any = None,
-    order_by: Any = None,
-    limit: int | None = None,
-    options: Any = None,
-    sessions: object = None,
-    name: str | None = None,
-    max_params: int | None = None,
+    **declaration: Unpack[GroupOptions],
 ) -> ManyFetcher[K, Any]: ...
 
 
@@ -222,13 +215,7 @@ def by_group(
     column: Any,
     /,
     *columns: Any,
-    where: Any = None,
-    order_by: Any = None,
-    limit: int | None = None,
-    options: Any = None,
-    sessions: object = None,
-    name: str | None = None,
-    max_params: int | None = None,
+    **declaration: Unpack[GroupOptions],
 ) -> ManyFetcher[tuple[Any, ...], Any]: ...
 
 
@@ -257,19 +244,37 @@ def by_group(
         max_params: bind parameters per statement, instead of the dialect's limit
             (IN lists only; PostgreSQL arrays are one parameter whatever the count).
     """
-    mapper, cols = _columns_of(columns, "by_group")
+    spec = _column_spec(
+        columns, "by_group", name, where, order_by, limit, options, max_params, many=True
+    )
+    fetcher: ManyFetcher[Any, Any] = ManyFetcher(spec)
+    return fetcher if sessions is None else fetcher.bind(sessions)
+
+
+def _column_spec(
+    columns: tuple[Any, ...],
+    argument: str,
+    name: object,
+    where: Any,
+    order_by: Any,
+    limit: Any,
+    options: Any,
+    max_params: Any,
+    *,
+    many: bool,
+) -> FetcherSpec:
+    """The spec of a fetcher keyed by mapped columns (``by_column``, ``by_group``)."""
+    mapper, cols = _columns_of(columns, argument)
     parts = tuple(_part_for(mapper, c) for c in cols)
-    checked = _check_common(where, order_by, limit, options, max_params, many=True)
-    spec = FetcherSpec(
+    checked = _check_common(where, order_by, limit, options, max_params, many=many)
+    return FetcherSpec(
         name=_checked_name(name) or _name(mapper, parts),
         mapper=mapper,
         parts=parts,
         composite=len(parts) > 1,
-        many=True,
+        many=many,
         **checked,
     )
-    fetcher: ManyFetcher[Any, Any] = ManyFetcher(spec)
-    return fetcher if sessions is None else fetcher.bind(sessions)
 
 
 def _checked_name(name: object) -> str | None:
@@ -308,14 +313,7 @@ def _equalities(condition: ColumnElement[Any] | None) -> int | None:
 def by_relationship(  # type: ignore[overload-overlap]
     attribute: QueryableAttribute[Collection[T]],
     /,
-    *,
-    where: Any = None,
-    order_by: Any = None,
-    limit: int | None = None,
-    options: Any = None,
-    sessions: object = None,
-    name: str | None = None,
-    max_params: int | None = None,
+    **declaration: Unpack[GroupOptions],
 ) -> ManyFetcher[Any, T]: ...
 
 
@@ -323,14 +321,7 @@ def by_relationship(  # type: ignore[overload-overlap]
 def by_relationship(
     attribute: QueryableAttribute[T],
     /,
-    *,
-    where: Any = None,
-    order_by: Any = None,
-    limit: int | None = None,
-    options: Any = None,
-    sessions: object = None,
-    name: str | None = None,
-    max_params: int | None = None,
+    **declaration: Unpack[GroupOptions],
 ) -> OneFetcher[Any, T]: ...
 
 

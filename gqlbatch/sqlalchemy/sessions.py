@@ -45,12 +45,7 @@ class PerBatchSessions:
     __slots__ = ("_maker",)
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        if not isinstance(sessionmaker, async_sessionmaker):
-            raise TypeError(
-                f"sessionmaker must be an async_sessionmaker, got {sessionmaker!r} "
-                f"({type(sessionmaker).__name__})"
-            )
-        self._maker = sessionmaker
+        self._maker = _checked_maker(sessionmaker)
 
     @property
     def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
@@ -85,12 +80,7 @@ class SharedSession:
     __slots__ = ("_closed", "_lock", "_maker", "_session")
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        if not isinstance(sessionmaker, async_sessionmaker):
-            raise TypeError(
-                f"sessionmaker must be an async_sessionmaker, got {sessionmaker!r} "
-                f"({type(sessionmaker).__name__})"
-            )
-        self._maker = sessionmaker
+        self._maker = _checked_maker(sessionmaker)
         self._lock = asyncio.Lock()
         self._session: AsyncSession | None = None
         self._closed = False
@@ -137,6 +127,16 @@ class SharedSession:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"SharedSession({self._maker!r}, {state})"
+
+
+def _checked_maker(sessionmaker: object) -> async_sessionmaker[AsyncSession]:
+    """``sessionmaker`` if it is an ``async_sessionmaker``; TypeError naming it otherwise."""
+    if not isinstance(sessionmaker, async_sessionmaker):
+        raise TypeError(
+            f"sessionmaker must be an async_sessionmaker, got {sessionmaker!r} "
+            f"({type(sessionmaker).__name__})"
+        )
+    return sessionmaker
 
 
 async def _close_shielded(session: AsyncSession) -> None:

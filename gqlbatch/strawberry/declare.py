@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
-from typing import Any, Literal, TypeVar, overload
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar, Unpack, overload
 
-from gqlbatch import BatchOptions, CircuitBreaker, ErrorMode, RetryPolicy, ValueCache
+from gqlbatch import BatchFunction, BatchOptions, LoaderOptions, RowsBatchFunction
 from gqlbatch.strawberry.protocols import Fetcher, FetcherOf
 from gqlbatch.strawberry.registry import ENGINE_OPTIONS, UNSET, LoaderSpec
 
@@ -14,139 +14,65 @@ __all__ = ["loader"]
 K = TypeVar("K")
 V = TypeVar("V")
 
+_OPTIONS = frozenset(LoaderOptions.__optional_keys__)
+"""The keyword options :func:`loader` passes on to :class:`~gqlbatch.KeyedLoader`."""
+
+# The overloads give the loader's value type: key_of, many and missing decide it; the
+# other options (LoaderOptions) do not.
+
 
 @overload
 def loader(
-    source: Callable[[list[K]], Awaitable[Mapping[K, V | BaseException]]],
+    source: BatchFunction[K, V],
     *,
     key_of: None = ...,
     many: Literal[False] = ...,
     missing: Literal["error"],
-    key_type: type | tuple[type, ...] | None = ...,
-    max_batch_size: int | None = ...,
-    max_wait_ms: float = ...,
-    max_queue_size: int | None = ...,
-    max_concurrency: int | None = ...,
-    error_mode: ErrorMode | str = ...,
-    retry: RetryPolicy = ...,
-    batch_timeout_ms: float | None = ...,
-    cache: bool = ...,
-    cache_key: Callable[[K], Hashable] | None = ...,
-    name: str | None = ...,
-    value_cache: ValueCache | None = ...,
-    value_cache_ttl: float | None = ...,
-    cache_misses_ttl: float | None = ...,
-    value_cache_timeout_ms: float = ...,
-    value_cache_invalidate_timeout_ms: float = ...,
-    value_cache_breaker: CircuitBreaker | None = ...,
+    **options: Unpack[LoaderOptions[K]],
 ) -> LoaderSpec[K, V]: ...
 
 
 @overload
 def loader(
-    source: Callable[[list[K]], Awaitable[Mapping[K, V | BaseException]]],
+    source: BatchFunction[K, V],
     *,
     key_of: None = ...,
     many: Literal[False] = ...,
     missing: Literal["none"] = ...,
-    key_type: type | tuple[type, ...] | None = ...,
-    max_batch_size: int | None = ...,
-    max_wait_ms: float = ...,
-    max_queue_size: int | None = ...,
-    max_concurrency: int | None = ...,
-    error_mode: ErrorMode | str = ...,
-    retry: RetryPolicy = ...,
-    batch_timeout_ms: float | None = ...,
-    cache: bool = ...,
-    cache_key: Callable[[K], Hashable] | None = ...,
-    name: str | None = ...,
-    value_cache: ValueCache | None = ...,
-    value_cache_ttl: float | None = ...,
-    cache_misses_ttl: float | None = ...,
-    value_cache_timeout_ms: float = ...,
-    value_cache_invalidate_timeout_ms: float = ...,
-    value_cache_breaker: CircuitBreaker | None = ...,
+    **options: Unpack[LoaderOptions[K]],
 ) -> LoaderSpec[K, V | None]: ...
 
 
 @overload
 def loader(
-    source: Callable[[list[K]], Awaitable[Iterable[V]]],
+    source: RowsBatchFunction[K, V],
     *,
     key_of: Callable[[V], K],
     many: Literal[True],
     missing: Literal["none", "error"] = ...,
-    key_type: type | tuple[type, ...] | None = ...,
-    max_batch_size: int | None = ...,
-    max_wait_ms: float = ...,
-    max_queue_size: int | None = ...,
-    max_concurrency: int | None = ...,
-    error_mode: ErrorMode | str = ...,
-    retry: RetryPolicy = ...,
-    batch_timeout_ms: float | None = ...,
-    cache: bool = ...,
-    cache_key: Callable[[K], Hashable] | None = ...,
-    name: str | None = ...,
-    value_cache: ValueCache | None = ...,
-    value_cache_ttl: float | None = ...,
-    cache_misses_ttl: float | None = ...,
-    value_cache_timeout_ms: float = ...,
-    value_cache_invalidate_timeout_ms: float = ...,
-    value_cache_breaker: CircuitBreaker | None = ...,
+    **options: Unpack[LoaderOptions[K]],
 ) -> LoaderSpec[K, list[V]]: ...
 
 
 @overload
 def loader(
-    source: Callable[[list[K]], Awaitable[Iterable[V]]],
+    source: RowsBatchFunction[K, V],
     *,
     key_of: Callable[[V], K],
     many: Literal[False] = ...,
     missing: Literal["error"],
-    key_type: type | tuple[type, ...] | None = ...,
-    max_batch_size: int | None = ...,
-    max_wait_ms: float = ...,
-    max_queue_size: int | None = ...,
-    max_concurrency: int | None = ...,
-    error_mode: ErrorMode | str = ...,
-    retry: RetryPolicy = ...,
-    batch_timeout_ms: float | None = ...,
-    cache: bool = ...,
-    cache_key: Callable[[K], Hashable] | None = ...,
-    name: str | None = ...,
-    value_cache: ValueCache | None = ...,
-    value_cache_ttl: float | None = ...,
-    cache_misses_ttl: float | None = ...,
-    value_cache_timeout_ms: float = ...,
-    value_cache_invalidate_timeout_ms: float = ...,
-    value_cache_breaker: CircuitBreaker | None = ...,
+    **options: Unpack[LoaderOptions[K]],
 ) -> LoaderSpec[K, V]: ...
 
 
 @overload
 def loader(
-    source: Callable[[list[K]], Awaitable[Iterable[V]]],
+    source: RowsBatchFunction[K, V],
     *,
     key_of: Callable[[V], K],
     many: Literal[False] = ...,
     missing: Literal["none"] = ...,
-    key_type: type | tuple[type, ...] | None = ...,
-    max_batch_size: int | None = ...,
-    max_wait_ms: float = ...,
-    max_queue_size: int | None = ...,
-    max_concurrency: int | None = ...,
-    error_mode: ErrorMode | str = ...,
-    retry: RetryPolicy = ...,
-    batch_timeout_ms: float | None = ...,
-    cache: bool = ...,
-    cache_key: Callable[[K], Hashable] | None = ...,
-    name: str | None = ...,
-    value_cache: ValueCache | None = ...,
-    value_cache_ttl: float | None = ...,
-    cache_misses_ttl: float | None = ...,
-    value_cache_timeout_ms: float = ...,
-    value_cache_invalidate_timeout_ms: float = ...,
-    value_cache_breaker: CircuitBreaker | None = ...,
+    **options: Unpack[LoaderOptions[K]],
 ) -> LoaderSpec[K, V | None]: ...
 
 
@@ -157,23 +83,7 @@ def loader(
     source: FetcherOf[K, V],
     *,
     missing: Literal["error"],
-    key_type: type | tuple[type, ...] | None = ...,
-    max_batch_size: int | None = ...,
-    max_wait_ms: float = ...,
-    max_queue_size: int | None = ...,
-    max_concurrency: int | None = ...,
-    error_mode: ErrorMode | str = ...,
-    retry: RetryPolicy = ...,
-    batch_timeout_ms: float | None = ...,
-    cache: bool = ...,
-    cache_key: Callable[[K], Hashable] | None = ...,
-    name: str | None = ...,
-    value_cache: ValueCache | None = ...,
-    value_cache_ttl: float | None = ...,
-    cache_misses_ttl: float | None = ...,
-    value_cache_timeout_ms: float = ...,
-    value_cache_invalidate_timeout_ms: float = ...,
-    value_cache_breaker: CircuitBreaker | None = ...,
+    **options: Unpack[LoaderOptions[K]],
 ) -> LoaderSpec[K, V]: ...
 
 
@@ -182,23 +92,7 @@ def loader(
     source: FetcherOf[K, V],
     *,
     missing: Literal["none"] = ...,
-    key_type: type | tuple[type, ...] | None = ...,
-    max_batch_size: int | None = ...,
-    max_wait_ms: float = ...,
-    max_queue_size: int | None = ...,
-    max_concurrency: int | None = ...,
-    error_mode: ErrorMode | str = ...,
-    retry: RetryPolicy = ...,
-    batch_timeout_ms: float | None = ...,
-    cache: bool = ...,
-    cache_key: Callable[[K], Hashable] | None = ...,
-    name: str | None = ...,
-    value_cache: ValueCache | None = ...,
-    value_cache_ttl: float | None = ...,
-    cache_misses_ttl: float | None = ...,
-    value_cache_timeout_ms: float = ...,
-    value_cache_invalidate_timeout_ms: float = ...,
-    value_cache_breaker: CircuitBreaker | None = ...,
+    **options: Unpack[LoaderOptions[K]],
 ) -> LoaderSpec[K, V | None]: ...
 
 
@@ -208,23 +102,7 @@ def loader(
     key_of: Any = UNSET,
     many: Any = UNSET,
     missing: Any = UNSET,
-    key_type: Any = UNSET,
-    max_batch_size: Any = UNSET,
-    max_wait_ms: Any = UNSET,
-    max_queue_size: Any = UNSET,
-    max_concurrency: Any = UNSET,
-    error_mode: Any = UNSET,
-    retry: Any = UNSET,
-    batch_timeout_ms: Any = UNSET,
-    cache: Any = UNSET,
-    cache_key: Any = UNSET,
-    name: Any = UNSET,
-    value_cache: Any = UNSET,
-    value_cache_ttl: Any = UNSET,
-    cache_misses_ttl: Any = UNSET,
-    value_cache_timeout_ms: Any = UNSET,
-    value_cache_invalidate_timeout_ms: Any = UNSET,
-    value_cache_breaker: Any = UNSET,
+    **options: Unpack[LoaderOptions[Any]],
 ) -> LoaderSpec[Any, Any]:
     """Declare a loader on a :class:`LoaderRegistry` subclass.
 
@@ -238,33 +116,16 @@ def loader(
     Engine options are validated here, when the class is defined, not when a
     request first touches the loader.
     """
+    for option in options:
+        if option not in _OPTIONS:  # what Python says for a keyword not in a signature
+            raise TypeError(f"loader() got an unexpected keyword argument {option!r}")
     if not callable(source) and not isinstance(source, Fetcher):
         raise TypeError(
             f"loader() needs a batch function or a fetcher, got {source!r} "
             f"({type(source).__name__})"
         )
-    given = {
-        "key_of": key_of,
-        "many": many,
-        "missing": missing,
-        "key_type": key_type,
-        "max_batch_size": max_batch_size,
-        "max_wait_ms": max_wait_ms,
-        "max_queue_size": max_queue_size,
-        "max_concurrency": max_concurrency,
-        "error_mode": error_mode,
-        "retry": retry,
-        "batch_timeout_ms": batch_timeout_ms,
-        "cache": cache,
-        "cache_key": cache_key,
-        "name": name,
-        "value_cache": value_cache,
-        "value_cache_ttl": value_cache_ttl,
-        "cache_misses_ttl": cache_misses_ttl,
-        "value_cache_timeout_ms": value_cache_timeout_ms,
-        "value_cache_invalidate_timeout_ms": value_cache_invalidate_timeout_ms,
-        "value_cache_breaker": value_cache_breaker,
-    }
-    options = {key: value for key, value in given.items() if value is not UNSET}
-    BatchOptions(**{key: options[key] for key in ENGINE_OPTIONS if key in options})
-    return LoaderSpec(source, options)
+    given = {"key_of": key_of, "many": many, "missing": missing}
+    declared: dict[str, Any] = {key: value for key, value in given.items() if value is not UNSET}
+    declared.update(options)
+    BatchOptions(**{key: declared[key] for key in ENGINE_OPTIONS if key in declared})
+    return LoaderSpec(source, declared)

@@ -774,6 +774,22 @@ def test_a_loader_created_outside_any_loop_works_in_one_loop_after_another() -> 
     assert asyncio.run(main()) == 10
 
 
+def test_a_loader_left_waiting_by_a_closed_loop_starts_afresh_in_the_next() -> None:
+    fetch = Recorder()
+    loader = KeyedLoader(fetch, max_wait_ms=50)
+
+    async def abandon() -> None:
+        loader.load(1)  # its loop ends before the batch is due
+
+    async def main() -> int | None:
+        return await loader.load(1)
+
+    run_virtual(abandon)
+    assert fetch.calls == []
+    assert run_virtual(main) == 10
+    assert fetch.calls == [[1]]
+
+
 async def test_a_loader_used_from_a_second_open_loop_raises_a_clear_error() -> None:
     loader = KeyedLoader(Recorder(), name="user")
     assert await loader.load(1) == 10

@@ -303,6 +303,13 @@ async def test_registry_options_reach_every_loader_unless_its_declaration_says_o
     assert await registry.user.load(1) == "1 via s"
 
 
+def test_a_misspelt_loader_option_is_refused_when_the_class_is_defined() -> None:
+    with pytest.raises(
+        TypeError, match="loader\\(\\) got an unexpected keyword argument 'max_batch_sise'"
+    ):
+        loader(fetch_users, max_batch_sise=10)  # type: ignore[call-overload]
+
+
 def test_registry_options_are_checked_when_the_registry_is_made() -> None:
     with pytest.raises(TypeError, match=r"Loaders\(options=...\): 'key_type', 'name' cannot be"):
         Loaders(options={"name": "x", "key_type": int})  # type: ignore[arg-type]
