@@ -398,6 +398,11 @@ class Settings(_FromEnv):
                 f"EXAMPLE_API_WORKERS={self.workers} needs PostgreSQL: SQLite allows one "
                 "writer at a time, so run one worker on SQLite or set DATABASE_URL"
             )
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError(
+                f"EXAMPLE_API_REDIS_URL must start with redis://, rediss:// or unix://, "
+                f"got {self.redis_url!r}"
+            )
 
     @property
     def is_sqlite(self) -> bool:
