@@ -544,16 +544,18 @@ _BACKGROUND: set[asyncio.Task[None]] = set()  # shared-cache deletions under way
 
 def _in_background(
     delete: Callable[[list[Hashable]], Coroutine[Any, Any, None]], cks: list[Hashable]
-) -> asyncio.Task[None]:
+) -> asyncio.Future[None]:
     """Run ``delete(cks)`` in a task of its own, held until it ends (it never raises).
 
-    Raises RuntimeError, creating nothing, when no event loop is running.
+    Returns the task shielded: a caller cancelled while it waits (a client gone
+    in the middle of a mutation) does not cancel the deletion, which its write
+    still needs. Raises RuntimeError, creating nothing, when no loop is running.
     """
     loop = asyncio.get_running_loop()
     task = loop.create_task(delete(cks))
     _BACKGROUND.add(task)
     task.add_done_callback(_BACKGROUND.discard)
-    return task
+    return asyncio.shield(task)
 
 
 def _check_key_type(value: object) -> type | tuple[type, ...] | None:

@@ -243,6 +243,34 @@ async def test_invalidate_reaches_the_shared_cache_before_it_is_done() -> None:
     assert await _loader(source, cache).load(1) == "ada lovelace"
 
 
+async def test_a_caller_cancelled_while_it_awaits_an_invalidation_does_not_cancel_it() -> None:
+    spy = Spy()
+    started = asyncio.Event()
+    release = asyncio.Event()
+    deleted: list[Sequence[Hashable]] = []
+
+    async def slow_delete(keys: Sequence[Hashable], /) -> None:
+        started.set()
+        await release.wait()
+        deleted.append(keys)
+
+    spy.delete_many = slow_delete  # type: ignore[method-assign]
+    loader = _loader(Source({}), spy)
+
+    async def mutation() -> None:
+        await loader.invalidate(1)
+
+    answering = asyncio.ensure_future(mutation())
+    await started.wait()
+    answering.cancel()  # the client went away
+    with pytest.raises(asyncio.CancelledError):
+        await answering
+    release.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert deleted == [[1]]
+
+
 async def test_clear_and_clear_many_reach_the_shared_cache_in_the_background() -> None:
     spy = Spy()
     loader = _loader(Source({1: "a", 2: "b"}), spy)
