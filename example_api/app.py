@@ -13,6 +13,9 @@ GraphQL operation gets an OpenTelemetry span from Strawberry's
 the resolver that caused it (``gqlbatch.otel``). Spans go to the global
 tracer provider unless ``create_app`` is given one.
 
+Shared cache: with ``EXAMPLE_API_REDIS_URL`` the ``user`` and ``post`` loaders
+share a cache on Redis across processes (:mod:`example_api.shared_cache`).
+
 Lifecycle: on start the server applies ``alembic upgrade head`` (unless
 ``EXAMPLE_API_MIGRATE=0``), opens the view queue and tunes the garbage
 collector (unless ``EXAMPLE_API_GC_TUNING=0``; see
@@ -56,6 +59,7 @@ from example_api.loaders import Loaders, registry_options
 from example_api.metrics import Metrics
 from example_api.middleware import BodySizeLimit, MetricsMiddleware
 from example_api.settings import Settings, SettingsError
+from example_api.shared_cache import SharedCache
 from example_api.state import AppState
 from example_api.views import ViewCounter
 from gqlbatch import add_observer, remove_observer
@@ -179,6 +183,9 @@ def create_app(
     state = AppState(
         settings=settings, engine=engine, sessions=create_sessionmaker(engine), metrics=Metrics()
     )
+    shared = state.shared_cache = SharedCache(settings) if settings.redis_url else None
+    if shared is not None:
+        state.metrics.add_circuits(shared.circuit_states())
     custom = "" if query is schema.Query else f", query type {query.__module__}.{query.__name__}"
 
     @asynccontextmanager
@@ -190,6 +197,7 @@ def create_app(
             state.metrics,
             max_queue_size=settings.view_queue_size,
             flush_ms=settings.view_flush_ms,
+            after_write=shared.posts_changed if shared is not None else None,
         )
         add_observer(state.metrics)  # loader batch sizes, waits, outcomes for /metrics
         if tracing:
@@ -224,6 +232,8 @@ def create_app(
             finally:
                 log.info("example_api stopping: writing %d pending views", views.pending)
                 await views.aclose()
+                if shared is not None:
+                    await shared.aclose()
                 remove_observer(state.metrics)
                 if tracing:
                     from gqlbatch import otel
@@ -260,7 +270,11 @@ def create_app(
             query=query,
             mutation=mutation,
         ),
-        registry=partial(Loaders, options=registry_options(settings.database)),
+        registry=partial(
+            Loaders,
+            options=registry_options(settings.database),
+            loader_options=shared.loader_options() if shared is not None else None,
+        ),
         sessions=PerBatchSessions(state.sessions),
         statements=statements,
         context_class=partial(AppContext, state=state),

@@ -4,7 +4,8 @@ No resolver below runs its own query for a relation: each asks a loader for
 its parent's key and awaits the batch (see :mod:`example_api.loaders`). Root
 fields run one query for their page. Mutations write in their own session,
 then prime or clear the request's loaders so that the rest of the request
-reads what was just written.
+reads what was just written; a write to a user or a post also deletes it from
+the shared cache (``EXAMPLE_API_REDIS_URL``) before the mutation answers.
 """
 
 from __future__ import annotations
@@ -368,11 +369,54 @@ class Mutation:
             await session.flush()
             tag_ids = await _link_tags(session, post.id, await _tags_named(session, tag_names))
             await session.refresh(post)
-        write_through(loaders.post, post.id, post)
+        await write_through(loaders.post, post.id, post)
         invalidate(loaders.posts_of_user)  # every cached page: any may now hold the post
         if tag_ids:
             invalidate(loaders.posts_of_tag)
         return post  # type: ignore[return-value]
+
+    @mutation("Change a post's title or body (or both); tags and views stay as they are.")
+    async def update_post(
+        self,
+        info: Ctx,
+        id: strawberry.ID,
+        title: str | None = None,
+        body: str | None = None,
+    ) -> Post:
+        post_id = id_of(id, "id")
+        values: dict[str, str] = {}
+        if title is not None:
+            values["title"] = _check_text(title, "title", 200)
+        if body is not None:
+            values["body"] = body
+        if not values:
+            raise UserInputError("updatePost needs a title or a body to change")
+        async with info.context.sessions.session() as session, session.begin():
+            post = await session.get(models.Post, post_id)
+            if post is None:
+                raise UserInputError(f"post {post_id} does not exist", code="NOT_FOUND")
+            for name, value in values.items():
+                setattr(post, name, value)
+            await session.flush()
+            await session.refresh(post)
+        # Committed: no request that starts after this answer may read the old post,
+        # in any process (the shared cache's entry is deleted before we answer).
+        await write_through(info.context.loaders.post, post.id, post)
+        return post  # type: ignore[no-any-return]  # an ORM row
+
+    @mutation("Rename a user.")
+    async def update_user(self, info: Ctx, id: strawberry.ID, name: str) -> User:
+        user_id = id_of(id, "id")
+        name = _check_text(name, "name", 100)
+        async with info.context.sessions.session() as session, session.begin():
+            user = await session.get(models.User, user_id)
+            if user is None:
+                raise UserInputError(f"user {user_id} does not exist", code="NOT_FOUND")
+            user.name = name
+            await session.flush()
+            await session.refresh(user)
+        await write_through(info.context.loaders.user, user.id, user)
+        return user  # type: ignore[no-any-return]  # an ORM row
 
     @mutation("Comment on a post.")
     async def add_comment(

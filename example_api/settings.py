@@ -432,6 +432,31 @@ class Settings(_FromEnv):
         False,
         "OpenTelemetry spans for operations, resolvers and loader batches (`otel` extra)",
     )
+    redis_url: str = setting(
+        "EXAMPLE_API_REDIS_URL",
+        "",
+        "`redis://host:port/db`: the `user` and `post` loaders share a cache there across "
+        "processes and machines (unset: no shared cache)",
+        flag="--redis-url",
+    )
+    redis_namespace: str = setting(
+        "EXAMPLE_API_REDIS_NAMESPACE",
+        "example_api",
+        "prefix of every key the shared cache writes",
+    )
+    cache_ttl_s: int = setting(
+        "EXAMPLE_API_CACHE_TTL_S",
+        60,
+        "seconds a shared cache entry lives: the staleness bound when Redis cannot be "
+        "reached during a write",
+        minimum=1,
+    )
+    cache_timeout_ms: int = setting(
+        "EXAMPLE_API_CACHE_TIMEOUT_MS",
+        50,
+        "longest wait for one shared cache call before reading the database instead",
+        minimum=1,
+    )
     database: DatabaseOptions = field(default_factory=DatabaseOptions)
     """The pool and the database timeouts (``EXAMPLE_API_DB_*``, ``EXAMPLE_API_BATCH_*``)."""
 
@@ -443,6 +468,11 @@ class Settings(_FromEnv):
             raise SettingsError(
                 f"EXAMPLE_API_WORKERS={self.workers} needs PostgreSQL: SQLite allows one "
                 "writer at a time, so run one worker on SQLite or set DATABASE_URL"
+            )
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError(
+                f"EXAMPLE_API_REDIS_URL must start with redis://, rediss:// or unix://, "
+                f"got {self.redis_url!r}"
             )
 
     @property
