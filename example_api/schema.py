@@ -97,20 +97,22 @@ def _viewer(info: Ctx) -> int | None:
         raise UserInputError(str(error), code="UNAUTHENTICATED") from None
 
 
-def acting_user(info: Ctx, author_id: strawberry.ID | None = None) -> int | None:
-    """Who a mutation acts as: with tokens checked, the token's user (``authorId``, when
-    given, must name them); without, ``authorId`` as given (None when not given)."""
+def acting_user(
+    info: Ctx, author_id: strawberry.ID | None = None, argument: str = "authorId"
+) -> int | None:
+    """Who a mutation acts as: with tokens checked, the token's user (``author_id``, when
+    given, must name them); without, ``author_id`` as given (None when not given)."""
     if not info.context.auth_required:
-        return None if author_id is None else id_of(author_id, "authorId")
+        return None if author_id is None else id_of(author_id, argument)
     viewer = _viewer(info)
     if viewer is None:
         raise UserInputError(
             "mutations need 'Authorization: Bearer <token>' (python -m example_api token USER_ID)",
             code="UNAUTHENTICATED",
         )
-    if author_id is not None and id_of(author_id, "authorId") != viewer:
+    if author_id is not None and id_of(author_id, argument) != viewer:
         raise UserInputError(
-            f"authorId must be the token's user ({viewer}), got {excerpt(author_id)}",
+            f"{argument} must be the token's user ({viewer}), got {excerpt(author_id)}",
             code="FORBIDDEN",
         )
     return viewer
@@ -384,17 +386,23 @@ class Mutation:
         body: str | None = None,
     ) -> Post:
         post_id = id_of(id, "id")
+        editor = acting_user(info)  # None: tokens are not checked
         values: dict[str, str] = {}
         if title is not None:
             values["title"] = _check_text(title, "title", 200)
         if body is not None:
-            values["body"] = body
+            values["body"] = _check_text(body, "body", MAX_BODY) if body.strip() else ""
         if not values:
             raise UserInputError("updatePost needs a title or a body to change")
         async with info.context.sessions.session() as session, session.begin():
             post = await session.get(models.Post, post_id)
             if post is None:
                 raise UserInputError(f"post {post_id} does not exist", code="NOT_FOUND")
+            if editor is not None and post.author_id != editor:
+                raise UserInputError(
+                    f"post {post_id} is not yours to change (it is user {post.author_id}'s)",
+                    code="FORBIDDEN",
+                )
             for name, value in values.items():
                 setattr(post, name, value)
             await session.flush()
@@ -406,7 +414,8 @@ class Mutation:
 
     @mutation("Rename a user.")
     async def update_user(self, info: Ctx, id: strawberry.ID, name: str) -> User:
-        user_id = id_of(id, "id")
+        user_id = acting_user(info, id, "id")
+        assert user_id is not None  # id is required
         name = _check_text(name, "name", 100)
         async with info.context.sessions.session() as session, session.begin():
             user = await session.get(models.User, user_id)

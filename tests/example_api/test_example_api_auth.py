@@ -1,13 +1,17 @@
 """Authorization in the example (issue 12, item 14): tokens, acting users, owner-only email.
 
 The tokens themselves in-process; the rest over real HTTP against a server
-started with ``EXAMPLE_API_AUTH_SECRET``. The shared cache (branch ``cache``)
-is not part of this branch: these run with the per-request caches only.
+started with ``EXAMPLE_API_AUTH_SECRET``, once with the per-request caches
+only and once with the user and post loaders on the shared Redis cache
+(``EXAMPLE_API_REDIS_URL``): a row cached for one user must not carry an
+owner-only value to another.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,15 +60,36 @@ def test_no_token_is_issued_without_a_secret_or_for_a_bad_id() -> None:
 # -- over HTTP -------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module", params=["cache-off", "shared-cache"])
+def cache_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    if request.param == "cache-off":
+        yield {}
+        return
+    url = request.getfixturevalue("redis_url")
+    namespace = f"gqlbatch-test-auth-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    yield {"EXAMPLE_API_REDIS_URL": url, "EXAMPLE_API_REDIS_NAMESPACE": namespace}
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="module")
-def database(tmp_path_factory: pytest.TempPathFactory) -> str:
+def database(cache_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('auth') / 'blog.db'}"
 
 
 @pytest.fixture(scope="module")
-def server(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    database: str, cache_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     args = ["--production", "--seed-if-empty", str(USERS)]
-    env = {"EXAMPLE_API_AUTH_SECRET": SECRET}
+    env = {"EXAMPLE_API_AUTH_SECRET": SECRET, **cache_env}
     with run_server(database, tmp_path_factory.mktemp("logs"), args=args, env=env) as s:
         yield s
 
@@ -125,6 +150,19 @@ def emails(server: Server, database: str) -> dict[int, str]:
         user: str(scalar(database, f"SELECT email FROM users WHERE id = {user}"))
         for user in range(1, USERS + 1)
     }
+
+
+def test_updates_change_only_the_tokens_own_user_and_posts(server: Server) -> None:
+    rename = 'mutation($id: ID!) { updateUser(id: $id, name: "Renamed") { id name } }'
+    assert codes(ask(server, rename, user=2, id="3")) == ["FORBIDDEN"]
+    assert ask(server, rename, user=3, id="3")["data"]["updateUser"]["name"] == "Renamed"
+    post = ask(server, '{ user(id: "4") { posts(limit: 1) { id } } }')["data"]["user"]
+    if post["posts"]:
+        edit = 'mutation($id: ID!) { updatePost(id: $id, title: "Edited") { title } }'
+        post_id = post["posts"][0]["id"]
+        assert codes(ask(server, edit, user=5, id=post_id)) == ["FORBIDDEN"]
+        assert ask(server, edit, user=4, id=post_id)["data"]["updatePost"]["title"] == "Edited"
+    assert codes(ask(server, rename, id="3")) == ["UNAUTHENTICATED"]
 
 
 SHAPES = [
