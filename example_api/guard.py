@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 
 from graphql import GraphQLError
 from starlette.responses import PlainTextResponse
@@ -65,13 +65,16 @@ class _Exchange:
         self.complete = False  # the whole answer went out
         self._held: Message | None = None  # the app's http.response.start, until its body
         self._sent = 0
+        self.on_complete: Callable[[], None] = lambda: None  # called once the answer is out
 
-    async def pump(self) -> None:
+    async def pump(self, on_gone: Callable[[], None]) -> None:
         while True:
             message = await self._receive()
             await self.messages.put(message)
             if message["type"] == "http.disconnect":
                 self.gone.set()
+                if not self.complete:  # not the server's "answer sent": the client left
+                    on_gone()
                 return
 
     async def receive(self) -> Message:
@@ -103,6 +106,8 @@ class _Exchange:
             self._held = None
         self.complete = not message.get("more_body", False)
         await self._send(message)
+        if self.complete:
+            self.on_complete()
 
     async def answer(
         self, status: int, code: str, text: str, headers: Sequence[tuple[bytes, bytes]] = ()
@@ -155,39 +160,42 @@ class OperationGuard:
         if scope["type"] != "http" or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
-        exchange = _Exchange(receive, send, self.max_response_bytes)
-        pump = asyncio.ensure_future(exchange.pump())
-        gone = asyncio.ensure_future(exchange.gone.wait())
-        app = asyncio.ensure_future(self.app(scope, exchange.receive, exchange.send))
-        try:
-            await asyncio.wait({app, gone}, timeout=self.timeout, return_when="FIRST_COMPLETED")
-            if not app.done() and not exchange.complete:
-                app.cancel()
-                await asyncio.wait({app})
-                if gone.done():
-                    log.info("client left: %s %s cancelled", scope["method"], scope["path"])
-                elif not exchange.started:
-                    await exchange.answer(
-                        200,
-                        "DEADLINE_EXCEEDED",
-                        f"The operation took longer than {self.timeout_ms} ms and was stopped",
-                        # the body may still be arriving (a byte at a time): end there
-                        headers=[(b"connection", b"close")],
-                    )
-            await app  # the answer is out (or the app ended); let it finish, or raise its error
-        except asyncio.CancelledError:
-            if app.cancelled() and not self._cancelling():
-                return  # we cancelled the app above: done
-            raise
-        finally:
-            for task in (pump, gone, app):
-                task.cancel()
-            await asyncio.wait({pump, gone, app})
-
-    @staticmethod
-    def _cancelling() -> bool:
+        # The app runs in this task; one more task pumps the client's messages and
+        # cancels this one when the client leaves. The deadline is asyncio.timeout's.
         task = asyncio.current_task()
-        return task is not None and task.cancelling() > 0
+        assert task is not None
+        exchange = _Exchange(receive, send, self.max_response_bytes)
+        left = False
+
+        def client_left() -> None:
+            nonlocal left
+            left = True
+            task.cancel()
+
+        pump = asyncio.ensure_future(exchange.pump(client_left))
+        deadline = asyncio.timeout(self.timeout)
+        exchange.on_complete = lambda: deadline.reschedule(None)  # clean-up has no deadline
+        try:
+            async with deadline:
+                await self.app(scope, exchange.receive, exchange.send)
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # the app's own TimeoutError
+            if not exchange.started:
+                await exchange.answer(
+                    200,
+                    "DEADLINE_EXCEEDED",
+                    f"The operation took longer than {self.timeout_ms} ms and was stopped",
+                    # the body may still be arriving (a byte at a time): end there
+                    headers=[(b"connection", b"close")],
+                )
+        except asyncio.CancelledError:
+            if not left or task.uncancel() > 0:
+                raise  # cancelled by someone else (shutdown) as well
+            log.info("client left: %s %s cancelled", scope["method"], scope["path"])
+        finally:
+            pump.cancel()
+            await asyncio.wait({pump})
 
 
 # --------------------------------------------------------------------------- admission
@@ -282,18 +290,19 @@ class AdmissionExtension(SchemaExtension):
 class HostCheck:
     """Answers 400 to a request whose ``Host`` is not one of ``allowed_hosts``.
 
-    A name in the list matches with any port; ``*`` allows every host.
+    A name in the list matches with any port; an IPv6 address with or without its
+    brackets; ``*`` allows every host.
     """
 
     def __init__(self, app: ASGIApp, *, allowed_hosts: Collection[str]) -> None:
         self.app = app
-        self.allowed = frozenset(host.lower() for host in allowed_hosts)
+        self.allowed = frozenset(host.lower().strip("[]") for host in allowed_hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and "*" not in self.allowed:
             host = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
             name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-            if name.lower() not in self.allowed:
+            if name.lower().strip("[]") not in self.allowed:
                 response = PlainTextResponse("Invalid Host header", status_code=400)
                 await response(scope, receive, send)
                 return
