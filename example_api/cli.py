@@ -68,6 +68,14 @@ def serve(args: argparse.Namespace) -> int:
     os.environ.update(replace(settings, migrate_on_start=False).to_env())
     if settings.debug and settings.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("debug mode on %s: GraphiQL and full errors are public", settings.host)
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and set(
+        settings.allowed_host_names
+    ) <= {"127.0.0.1", "localhost", "::1"}:
+        log.warning(
+            "listening on %s, but only requests for a loopback name are answered: set "
+            "EXAMPLE_API_ALLOWED_HOSTS (--allowed-hosts) to the names clients use",
+            settings.host,
+        )
     uvicorn.run(
         args.factory,
         factory=True,
