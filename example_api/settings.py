@@ -321,7 +321,7 @@ class Settings(_FromEnv):
         flag="--max-page-size",
     )
     max_depth: int = setting(
-        "EXAMPLE_API_MAX_DEPTH", 10, "deepest selection accepted (`QueryDepthLimiter`)", minimum=1
+        "EXAMPLE_API_MAX_DEPTH", 10, "deepest selection accepted (`DepthLimiter`)", minimum=1
     )
     max_aliases: int = setting(
         "EXAMPLE_API_MAX_ALIASES", 15, "most aliases in one operation", minimum=0
