@@ -31,7 +31,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, nullcontext
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import strawberry
 from sqlalchemy import text
@@ -92,13 +92,13 @@ def _require_opentelemetry() -> None:
         ) from None
 
 
-def cost_limiter(settings: Settings) -> CostLimiter:
-    """The cost limit of ``settings``: every list field of the blog is paged by ``limit``."""
-    return CostLimiter(
-        settings.max_cost,
-        default_list_size=settings.max_page_size,
-        max_list_size=settings.max_page_size,  # a larger limit gets the page-size error
-    )
+def cost_options(settings: Settings) -> dict[str, Any]:
+    """:class:`CostLimiter`'s options for ``settings``: the blog's lists are paged by ``limit``."""
+    return {
+        "max_cost": settings.max_cost,
+        "default_list_size": settings.max_page_size,
+        "max_list_size": settings.max_page_size,  # a larger limit gets the page-size error
+    }
 
 
 def build_schema(
@@ -135,12 +135,11 @@ def build_schema(
         partial(DepthLimiter, max_depth=settings.max_depth),
         partial(AliasLimiter, max_alias_count=settings.max_aliases),
         partial(RepeatLimiter, max_repeats=settings.max_repeats),
-        partial(cost_limiter, settings),
+        # The cost limit; with admission, the same walk also decides who waits for a slot.
+        partial(AdmissionExtension, admission=admission, **cost_options(settings))
+        if admission is not None
+        else partial(CostLimiter, **cost_options(settings)),
     ]
-    if admission is not None:  # after the limits: a refused operation takes no slot
-        extensions.append(
-            partial(AdmissionExtension, admission=admission, cost=cost_limiter(settings))
-        )
     extensions += [
         LoaderExtension.with_statistics(settings.debug),  # closes loaders; debug: stats
         RequestStats,  # after LoaderExtension, so it ends first: loaders still counted

@@ -12,7 +12,7 @@
   the client reads a GraphQL error with code ``RESPONSE_TOO_LARGE``.
 
 :class:`Admission` bounds the expensive operations a worker runs at once.
-The cost of an operation (:class:`gqlbatch.strawberry.CostLimiter`, computed
+The cost of an operation (:class:`AdmissionExtension`, the cost limit computed
 before validation) decides: one that costs at most ``cheap_cost`` runs at once,
 whatever else is running, so cheap queries keep their latency; a costlier one
 waits for one of ``max_expensive`` slots for at most ``wait_ms``, then is
@@ -30,11 +30,11 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from typing import Any
 
 from graphql import GraphQLError
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from strawberry.extensions import SchemaExtension
 
 from gqlbatch.strawberry import CostLimiter
 
@@ -240,17 +240,21 @@ class Admission:
         self._slots.release()
 
 
-class AdmissionExtension(SchemaExtension):
-    """Takes an :class:`Admission` slot for an expensive operation before it is validated.
+class AdmissionExtension(CostLimiter):
+    """The cost limit, then an :class:`Admission` slot for an expensive operation.
+
+    One cost walk serves both: an operation over ``max_cost`` is refused as
+    :class:`CostLimiter` refuses it; one within it and over the admission's
+    ``cheap_cost`` waits for a slot, held until the operation ends.
 
     Args:
+        max_cost, **options: :class:`CostLimiter`'s.
         admission: the worker's :class:`Admission`.
-        cost: the :class:`CostLimiter` whose count decides (its limit is not applied here).
     """
 
-    def __init__(self, *, admission: Admission, cost: CostLimiter) -> None:
+    def __init__(self, max_cost: int, *, admission: Admission, **options: Any) -> None:
+        super().__init__(max_cost, **options)
         self.admission = admission
-        self.cost = cost
         self.holding = False
 
     async def on_operation(self) -> AsyncIterator[None]:
@@ -261,27 +265,28 @@ class AdmissionExtension(SchemaExtension):
                 self.holding = False
                 self.admission.release()
 
-    async def on_validate(self) -> AsyncIterator[None]:
-        context = self.execution_context
-        document = context.graphql_document
-        if document is not None and not context.pre_execution_errors:
-            costs = self.cost.cost(context.schema._schema, document, context.variables or {})
+    async def on_validate(self) -> AsyncIterator[None]:  # type: ignore[override]  # async
+        if not self.refuse_if_needed():
             try:
-                self.holding = await self.admission.acquire(max(costs.values(), default=0))
+                self.holding = await self.admission.acquire(self.highest)
             except ServerBusyError:
-                retry = max(1, round(self.admission.wait))
-                response = getattr(context.context, "response", None)
-                if response is not None:
-                    response.status_code = 503
-                    response.headers["Retry-After"] = str(retry)
-                context.pre_execution_errors = [
-                    GraphQLError(
-                        f"The server is busy with {self.admission.max_expensive} expensive "
-                        f"operations; retry in {retry} s or ask for less",
-                        extensions={"code": "SERVER_BUSY"},
-                    )
-                ]
+                self._refuse_busy()
         yield
+
+    def _refuse_busy(self) -> None:
+        context = self.execution_context
+        retry = max(1, round(self.admission.wait))
+        response = getattr(context.context, "response", None)
+        if response is not None:
+            response.status_code = 503
+            response.headers["Retry-After"] = str(retry)
+        context.pre_execution_errors = [
+            GraphQLError(
+                f"The server is busy with {self.admission.max_expensive} expensive "
+                f"operations; retry in {retry} s or ask for less",
+                extensions={"code": "SERVER_BUSY"},
+            )
+        ]
 
 
 # --------------------------------------------------------------------------- headers

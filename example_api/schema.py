@@ -166,7 +166,7 @@ class Post:
     title: str
     body: str
     view_count: int = strawberry.field(
-        description="Views recorded with recordView; written in bulk a moment later."
+        description="Views recorded with recordView (each answered once written in bulk)."
     )
     created_at: datetime
     author_id: strawberry.Private[int]

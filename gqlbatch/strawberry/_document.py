@@ -128,6 +128,12 @@ class PreValidationCheck(SchemaExtension):
         raise NotImplementedError  # pragma: no cover - every subclass defines it
 
     def on_validate(self) -> Iterator[None]:
+        self.refuse_if_needed()
+        yield
+
+    def refuse_if_needed(self) -> bool:
+        """Run :meth:`check` on the operation's document; whether the operation is refused
+        (by this check or an earlier one). For subclasses with an async ``on_validate``."""
         context = self.execution_context
         document = context.graphql_document
         if document is not None and not context.pre_execution_errors:  # one refusal is enough
@@ -137,4 +143,4 @@ class PreValidationCheck(SchemaExtension):
                 errors = [GraphQLError(NESTED_TOO_DEEPLY, extensions={"code": "NESTED_TOO_DEEPLY"})]
             if errors:
                 context.pre_execution_errors = [*(context.pre_execution_errors or ()), *errors]
-        yield
+        return bool(context.pre_execution_errors)

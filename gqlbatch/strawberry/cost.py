@@ -240,9 +240,14 @@ class CostLimiter(PreValidationCheck):
             for operation, cost in self._costs(schema, document, variables or {})
         }
 
+    highest: int = 0
+    """After :meth:`check`: the highest cost of the document's operations (for a
+    subclass deciding more than the limit, such as an admission policy)."""
+
     def check(self, document: DocumentNode) -> list[GraphQLError]:
         context = self.execution_context
         costs = self._costs(context.schema._schema, document, context.variables or {})
+        self.highest = max((cost for _, cost in costs), default=0)
         return [
             GraphQLError(
                 f"Query cost {cost} exceeds the maximum cost of {self.max_cost}",
