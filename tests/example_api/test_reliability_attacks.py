@@ -182,13 +182,19 @@ async def test_one_field_repeated_495_times_is_refused_before_validation(
 # -- 2. deadline, disconnect -----------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("table", "query"),
+    [
+        ("posts", "{ posts { id } }"),  # the resolver's own statement
+        ("comments", "{ posts(limit: 3) { comments { id } } }"),  # a loader batch's
+    ],
+    ids=["resolver", "loader-batch"],
+)
 async def test_a_client_that_gives_up_stops_its_database_statement(
-    client: httpx.AsyncClient, database: str
+    client: httpx.AsyncClient, database: str, table: str, query: str
 ) -> None:
-    async with table_locked(database, "posts") as conn:
-        gives_up = asyncio.ensure_future(
-            client.post("/graphql", json={"query": "{ posts { id } }"}, timeout=1)
-        )
+    async with table_locked(database, table) as conn:
+        gives_up = asyncio.ensure_future(client.post("/graphql", json={"query": query}, timeout=1))
         assert await until(lambda: _waiting(conn, 1), 10)  # the server's SELECT waits
         with pytest.raises(httpx.ReadTimeout):
             await gives_up
