@@ -349,7 +349,7 @@ class Settings(_FromEnv):
     max_repeats: int = setting(
         "EXAMPLE_API_MAX_REPEATS",
         10,
-        "most fields of one response name in one selection set (`RepeatLimiter`)",
+        "most fields on one place of the result, fragments expanded (`RepeatLimiter`)",
         minimum=1,
     )
     request_timeout_ms: int = setting(

@@ -175,8 +175,28 @@ async def test_one_field_repeated_495_times_is_refused_before_validation(
     error = error_of(
         await beside_a_normal_query(client, client.post("/graphql", json={"query": query}))
     )
-    assert error["message"] == "'posts' is selected 495 times in one selection set. Allowed: 10"
+    assert (
+        error["message"] == "'posts' is selected 495 times at one place of the result. Allowed: 10"
+    )
     assert error["extensions"] == {"code": "MAX_REPEATS_EXCEEDED"}
+
+
+async def test_repeats_merged_across_levels_are_refused_before_validation(
+    client: httpx.AsyncClient,
+) -> None:
+    def nest(depth: int) -> str:  # 7 fields per level, no selection set holds more
+        if depth == 0:
+            return "id"
+        field = "tags" if depth % 2 else "posts"
+        return " ".join(f"{field} {{ {nest(depth - 1)} }}" for _ in range(7))
+
+    query = "{ posts { " + nest(3) + " } }"  # 4.7 KB: 343 fields on posts.tags.posts.tags
+    error = error_of(
+        await beside_a_normal_query(client, client.post("/graphql", json={"query": query}))
+    )
+    assert error["message"] == (
+        "'posts.tags.posts' is selected 49 times at one place of the result. Allowed: 10"
+    )
 
 
 # -- 2. deadline, disconnect -----------------------------------------------------------------

@@ -144,7 +144,9 @@ def test_one_field_repeated_past_the_limit_is_refused_before_graphql_core_compar
 
     monkeypatch.setattr(overlap, "find_conflicts_within_selection_set", never)
     [error] = errors([partial(RepeatLimiter, max_repeats=10)], "{ " + "posts { id } " * 495 + "}")
-    assert error["message"] == "'posts' is selected 495 times in one selection set. Allowed: 10"
+    assert (
+        error["message"] == "'posts' is selected 495 times at one place of the result. Allowed: 10"
+    )
     assert error["extensions"] == {"code": "MAX_REPEATS_EXCEEDED"}
 
 
@@ -160,7 +162,32 @@ def test_one_field_repeated_past_the_limit_is_refused_before_graphql_core_compar
 def test_repeats_count_the_fields_graphql_core_would_compare(query: str, count: int) -> None:
     assert messages([partial(RepeatLimiter, max_repeats=count)], query) == []
     [message] = messages([partial(RepeatLimiter, max_repeats=count - 1)], query)
-    assert f"selected {count} times" in message
+    assert f"selected {count} times at one place of the result" in message
+
+
+def test_repeats_count_every_field_merged_on_one_path() -> None:
+    # 3 posts each holding 3 posts: 9 fields on the path posts.posts, compared pairwise
+    # by graphql-core although no selection set holds more than 3.
+    query = "{ " + ("posts { " + "posts { id } " * 3 + "} ") * 3 + "}"
+    assert messages([partial(RepeatLimiter, max_repeats=9)], query) == []
+    [error] = errors([partial(RepeatLimiter, max_repeats=8)], query)
+    assert (
+        error["message"]
+        == "'posts.posts' is selected 9 times at one place of the result. Allowed: 8"
+    )
+
+
+def test_a_document_too_large_to_walk_is_refused_as_too_complex() -> None:
+    [error] = errors([partial(RepeatLimiter, max_repeats=10, max_visits=5)], nested(6))
+    assert error["extensions"] == {"code": "DOCUMENT_TOO_COMPLEX"}
+    assert error["message"].startswith("The document is too complex to check (over 5 selections")
+
+
+def test_a_fragment_cycle_is_left_to_validation() -> None:
+    query = "{ posts { ...A } } fragment A on Post { posts { ...A } }"
+    assert messages([partial(RepeatLimiter, max_repeats=2)], query) == [
+        "Cannot spread fragment 'A' within itself."
+    ]
 
 
 def test_distinct_fields_and_fragments_stay_under_the_repeat_limit() -> None:
@@ -231,6 +258,7 @@ def test_a_document_too_deep_for_the_stack_is_refused_not_crashed(
         (lambda: DepthLimiter(3, callback=3), "callback must be callable, got 3"),  # type: ignore[arg-type]  # the misuse tested
         (lambda: AliasLimiter(-1), "max_alias_count must be an integer >= 0, got -1"),
         (lambda: RepeatLimiter("5"), "max_repeats must be an integer >= 1, got '5'"),  # type: ignore[arg-type]  # the misuse tested
+        (lambda: RepeatLimiter(5, max_visits=0), "max_visits must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_limits_are_refused_naming_the_argument(
