@@ -201,18 +201,24 @@ class RepeatLimiter(PreValidationCheck):
     4.7 KB), hold the event loop for a second. This walks the merged paths once,
     counting the fields on each, and stops at the first past ``max_repeats``
     (code ``MAX_REPEATS_EXCEEDED``): ``'posts.tags' is selected 49 times at one
-    place of the result. Allowed: 10``. A named fragment counts once per path,
+    place of the result. Allowed: 10``. Fields without a selection (``id``,
+    which many fragments select on one object) have their own, looser limit:
+    comparing two of them is cheap. A named fragment counts once per path,
     as the executor merges it. The walk itself visits at most ``max_visits``
     selections, else the document is refused as too complex
     (``DOCUMENT_TOO_COMPLEX``).
 
     Args:
-        max_repeats: the most fields on one response path, >= 1.
-        max_visits: the most selections the check visits, >= 1.
+        max_repeats: the most fields with a selection on one response path, >= 1.
+        max_leaf_repeats: the most fields without one on one response path (50).
+        max_visits: the most selections the check visits (50,000).
     """
 
-    def __init__(self, max_repeats: int, max_visits: int = 50_000) -> None:
+    def __init__(
+        self, max_repeats: int, *, max_leaf_repeats: int = 50, max_visits: int = 50_000
+    ) -> None:
         self.max_repeats = _check_limit("max_repeats", max_repeats, 1)
+        self.max_leaf_repeats = _check_limit("max_leaf_repeats", max_leaf_repeats, 1)
         self.max_visits = _check_limit("max_visits", max_visits, 1)
 
     def check(self, document: DocumentNode) -> list[GraphQLError]:
@@ -228,7 +234,8 @@ class RepeatLimiter(PreValidationCheck):
             while pending:
                 path, merged = pending.pop()
                 children: dict[str, list[SelectionSetNode]] = {}
-                counts: Counter[str] = Counter()
+                counts: Counter[str] = Counter()  # fields with a selection: costly pairs
+                leaves: Counter[str] = Counter()  # fields without: cheap pairs
                 expanded: set[str] = set()
                 sets = list(merged)
                 while sets:
@@ -238,8 +245,10 @@ class RepeatLimiter(PreValidationCheck):
                             raise _TooComplex
                         if isinstance(selection, FieldNode):
                             key = (selection.alias or selection.name).value
-                            counts[key] += 1
-                            if selection.selection_set is not None:
+                            if selection.selection_set is None:
+                                leaves[key] += 1
+                            else:
+                                counts[key] += 1
                                 children.setdefault(key, []).append(selection.selection_set)
                         elif isinstance(selection, InlineFragmentNode):
                             sets.append(selection.selection_set)
@@ -250,10 +259,12 @@ class RepeatLimiter(PreValidationCheck):
                         ):
                             expanded.add(selection.name.value)
                             sets.append(fragments[selection.name.value].selection_set)
-                if counts:
-                    key, count = counts.most_common(1)[0]
-                    if count > self.max_repeats:
-                        return [self._refusal(".".join((*path, key)), count, merged[0])]
+                for found, limit in ((counts, self.max_repeats), (leaves, self.max_leaf_repeats)):
+                    if found:
+                        key, count = found.most_common(1)[0]
+                        if count > limit:
+                            path_name = ".".join((*path, key))
+                            return [self._refusal(path_name, count, limit, merged[0])]
                 if len(path) < _MAX_PATH:
                     pending += [((*path, key), sets) for key, sets in children.items()]
         except _TooComplex:
@@ -266,10 +277,9 @@ class RepeatLimiter(PreValidationCheck):
             ]
         return []
 
-    def _refusal(self, path: str, count: int, node: SelectionSetNode) -> GraphQLError:
+    def _refusal(self, path: str, count: int, limit: int, node: SelectionSetNode) -> GraphQLError:
         return GraphQLError(
-            f"'{path}' is selected {count} times at one place of the result. "
-            f"Allowed: {self.max_repeats}",
+            f"'{path}' is selected {count} times at one place of the result. Allowed: {limit}",
             node,
             extensions={"code": "MAX_REPEATS_EXCEEDED"},
         )

@@ -153,16 +153,28 @@ def test_one_field_repeated_past_the_limit_is_refused_before_graphql_core_compar
 @pytest.mark.parametrize(
     ("query", "count"),
     [
-        ("{ posts { id id id } }", 3),  # a nested set
-        ("{ posts { id ... on Post { id ... on Post { id } } } }", 3),  # inline fragments merge
-        ("{ posts { id ...A ...A } } fragment A on Post { id id }", 3),  # A counted once
-        ("{ posts { x: id x: id id } }", 2),  # the response name counts, not the field
+        ("{ posts { posts { id } posts { id } posts { id } } }", 3),  # a nested set
+        ("{ posts { posts { id } ... on Post { posts { id } ... on Post { posts { id } } } } }", 3),
+        (
+            "{ posts { posts { id } ...A ...A } } fragment A on Post { posts { id } posts { id } }",
+            3,
+        ),
+        ("{ posts { x: posts { id } x: posts { id } posts { id } } }", 2),  # the response name
     ],
 )
 def test_repeats_count_the_fields_graphql_core_would_compare(query: str, count: int) -> None:
     assert messages([partial(RepeatLimiter, max_repeats=count)], query) == []
     [message] = messages([partial(RepeatLimiter, max_repeats=count - 1)], query)
     assert f"selected {count} times at one place of the result" in message
+
+
+def test_fields_without_a_selection_have_their_own_looser_limit() -> None:
+    fragments = " ".join(f"fragment F{i} on Post {{ id }}" for i in range(30))
+    spreads = " ".join(f"...F{i}" for i in range(30))  # 30 fragments select id: fine
+    query = f"{{ posts {{ {spreads} }} }} {fragments}"
+    assert messages([partial(RepeatLimiter, max_repeats=2)], query) == []
+    [message] = messages([partial(RepeatLimiter, max_repeats=2, max_leaf_repeats=29)], query)
+    assert message == "'posts.id' is selected 30 times at one place of the result. Allowed: 29"
 
 
 def test_repeats_count_every_field_merged_on_one_path() -> None:
@@ -259,6 +271,10 @@ def test_a_document_too_deep_for_the_stack_is_refused_not_crashed(
         (lambda: AliasLimiter(-1), "max_alias_count must be an integer >= 0, got -1"),
         (lambda: RepeatLimiter("5"), "max_repeats must be an integer >= 1, got '5'"),  # type: ignore[arg-type]  # the misuse tested
         (lambda: RepeatLimiter(5, max_visits=0), "max_visits must be an integer >= 1, got 0"),
+        (
+            lambda: RepeatLimiter(5, max_leaf_repeats=0),
+            "max_leaf_repeats must be an integer >= 1, got 0",
+        ),
     ],
 )
 def test_bad_limits_are_refused_naming_the_argument(
