@@ -219,11 +219,8 @@ class Admission:
         self.cheap_cost = cheap_cost
         self.wait = wait_ms / 1000
         self._slots = asyncio.Semaphore(max_expensive)
-
-    @property
-    def running(self) -> int:
-        """Expensive operations running now."""
-        return self.max_expensive - self._slots._value
+        self.running = 0
+        """Expensive operations holding a slot now."""
 
     async def acquire(self, cost: int) -> bool:
         """Wait for a slot if ``cost`` needs one; False when none was needed."""
@@ -234,9 +231,12 @@ class Admission:
                 await self._slots.acquire()
         except TimeoutError:
             raise ServerBusyError from None
+        self.running += 1
         return True
 
     def release(self) -> None:
+        """Give back a slot that :meth:`acquire` took."""
+        self.running -= 1
         self._slots.release()
 
 
