@@ -244,6 +244,22 @@ async def test_an_operation_past_its_deadline_is_stopped_with_a_clear_error(
         assert await until(lambda: _none_waiting(conn), 5)
 
 
+async def test_expensive_operations_stopped_by_the_deadline_give_their_slots_back(
+    client: httpx.AsyncClient, database: str
+) -> None:
+    async with table_locked(database, "comments"):
+        stopped = await asyncio.gather(
+            *(client.post("/graphql", json={"query": EXPENSIVE}) for _ in range(2))
+        )
+    for answer in stopped:  # both slots were taken, then the deadline stopped them
+        assert error_of(answer)["extensions"] == {"code": "DEADLINE_EXCEEDED"}
+    served = await asyncio.gather(
+        *(client.post("/graphql", json={"query": EXPENSIVE}) for _ in range(2))
+    )
+    assert [answer.status_code for answer in served] == [200, 200]
+    assert all("errors" not in answer.json() for answer in served)
+
+
 # -- 5. concurrency --------------------------------------------------------------------------
 
 
