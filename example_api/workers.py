@@ -29,27 +29,15 @@ import multiprocessing
 import signal
 import socket
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["WorkerOptions", "listeners", "run_workers"]
+__all__ = ["listeners", "run_workers"]
 
 log = logging.getLogger("example_api")
 
 RESTART_PAUSE_SECONDS = 1.0
 """Pause between replacing a worker that exited and checking again (no busy restart loop)."""
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    """What every worker runs: uvicorn's ``Config`` arguments (picklable, for spawn)."""
-
-    app: str
-    host: str
-    port: int
-    log_level: str
-    log_config: dict[str, Any]
-    graceful_timeout: float
 
 
 def listeners(host: str, port: int, count: int) -> list[socket.socket]:
@@ -77,26 +65,21 @@ def listeners(host: str, port: int, count: int) -> list[socket.socket]:
     return made
 
 
-def _worker(options: WorkerOptions, sock: socket.socket) -> None:  # pragma: no cover - a child
-    """One worker process: uvicorn serving the app factory on its own listener."""
+def _worker(config: Mapping[str, Any], sock: socket.socket) -> None:  # pragma: no cover - a child
+    """One worker process: uvicorn, configured by ``config``, serving on its own listener."""
     import uvicorn
 
-    config = uvicorn.Config(
-        options.app,
-        factory=True,
-        host=options.host,
-        port=options.port,
-        log_level=options.log_level,
-        log_config=options.log_config,
-        # Typed int, used as asyncio.wait_for's timeout: a float is what serve passes too.
-        timeout_graceful_shutdown=options.graceful_timeout,  # type: ignore[arg-type]
-        lifespan="on",
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.Server(uvicorn.Config(**config)).run(sockets=[sock])
 
 
-def run_workers(options: WorkerOptions, count: int) -> int:
-    """Run ``count`` workers until SIGINT or SIGTERM; the exit status (0: stopped by a signal)."""
+def run_workers(config: Mapping[str, Any], count: int) -> int:
+    """Run ``count`` workers until SIGINT or SIGTERM; the exit status (0: stopped by a signal).
+
+    ``config`` holds ``uvicorn.Config``'s arguments (picklable: each worker is a
+    spawned process), ``host`` and ``port`` among them.
+    """
+    host, port = str(config["host"]), int(config["port"])
+    grace = float(config.get("timeout_graceful_shutdown") or 0)
     context = multiprocessing.get_context("spawn")
     stop = threading.Event()
 
@@ -106,23 +89,23 @@ def run_workers(options: WorkerOptions, count: int) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def start(sock: socket.socket) -> Any:
-        process = context.Process(target=_worker, args=(options, sock), name="example_api worker")
+        process = context.Process(target=_worker, args=(config, sock), name="example_api worker")
         process.start()
         sock.close()  # the worker holds it now; a dead worker's listener must not linger
         return process
 
     workers: list[Any] = []
     try:
-        for sock in listeners(options.host, options.port, count):
+        for sock in listeners(host, port, count):
             workers.append(start(sock))
-        log.info("%d workers listening on %s:%d", count, options.host, options.port)
+        log.info("%d workers listening on %s:%d", count, host, port)
         while not stop.wait(RESTART_PAUSE_SECONDS):
             for index, process in enumerate(workers):
                 if not process.is_alive() and not stop.is_set():
                     log.error(
                         "worker %s exited (%s); starting another", process.pid, process.exitcode
                     )
-                    workers[index] = start(listeners(options.host, options.port, 1)[0])
+                    workers[index] = start(listeners(host, port, 1)[0])
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -130,7 +113,7 @@ def run_workers(options: WorkerOptions, count: int) -> int:
         if process.is_alive():
             process.terminate()  # SIGTERM: uvicorn finishes the requests in flight
     for process in workers:
-        process.join(options.graceful_timeout + 10)
+        process.join(grace + 10)
         if process.is_alive():  # pragma: no cover - a worker stuck past its grace
             process.kill()
             process.join()

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from asyncio.events import _get_running_loop
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
-from typing import Any, Generic, Literal, TypeVar, Unpack, overload
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Hashable,
+    Iterable,
+    Mapping,
+)
+from typing import Any, Final, Generic, Literal, TypeVar, Unpack, overload
 
 from gqlbatch._engine import MISS, RAISE, Batch, Engine
 from gqlbatch._errors import MissingKeyError
@@ -17,7 +26,9 @@ from gqlbatch._options import (
     check_choice,
     check_options,
 )
+from gqlbatch._stats import LoaderStats
 from gqlbatch._types import BatchFunction, LoaderOptions, RowsBatchFunction
+from gqlbatch._value_cache import CircuitBreaker, SharedStage
 
 __all__ = ["KeyedLoader"]
 
@@ -110,6 +121,20 @@ class KeyedLoader(Engine, Generic[K, V]):
         cache: keep values, misses and loads in flight (default True).
         cache_key: maps a key to a hashable cache key (keys and result keys alike).
         name: named in errors and statistics.
+        value_cache: a :class:`ValueCache` shared beyond this loader (another
+            process, another machine), consulted once per batch before the
+            batch function; see ``docs/scaling-out.md``.
+        value_cache_ttl: seconds a value stays in ``value_cache`` (default None:
+            the cache's own default).
+        cache_misses_ttl: store keys the batch function did not answer for this
+            many seconds (default None: misses are not stored).
+        value_cache_timeout_ms: the longest one call of ``value_cache`` may take
+            before the loader goes on as if it held nothing (default 100).
+        value_cache_invalidate_timeout_ms: the longest a deletion from
+            ``value_cache`` (``invalidate``, ``clear``) may take (default 1000);
+            deletions are tried even while the circuit is open.
+        value_cache_breaker: the :class:`CircuitBreaker` of ``value_cache``
+            (default: one per cache object, shared by the loaders using it).
     """
 
     @overload
@@ -188,9 +213,46 @@ class KeyedLoader(Engine, Generic[K, V]):
             absent=RAISE if missing == "error" else None,
             remember_keys=cache_key is not None,
         )
+        # The shared stage, if any, wraps the (validated) batch function; the
+        # wrapper answers by cache key, so ``_correlate`` passes its result on.
+        self._shared: SharedStage | None = None
+        self._share_clears = True  # False while ``invalidate`` clears key by key
+        value_cache = options.get("value_cache")
+        if value_cache is not None:
+            self._shared = SharedStage(
+                value_cache,
+                name=engine_options.name,
+                ttl=options.get("value_cache_ttl"),
+                misses_ttl=options.get("cache_misses_ttl"),
+                timeout_ms=options.get("value_cache_timeout_ms", 100),
+                invalidate_timeout_ms=options.get("value_cache_invalidate_timeout_ms", 1000),
+                breaker=options.get("value_cache_breaker"),
+            )
+            self._batch_fn = self._shared.wrap(self._batch_fn, cache_key, self._outcomes)
         # What ``load``'s fast path looks keys up in: the cache itself when keys
         # are their own cache keys, else a dict that stays empty.
         self._hits: dict[Any, asyncio.Future[Any]] = self._cache if cache_key is None else {}
+
+    @property
+    def stats(self) -> LoaderStats:
+        """A snapshot of the counters; see :class:`LoaderStats`."""
+        stats = super().stats
+        if self._shared is None:
+            return stats
+        counters = self._shared.counters
+        return dataclasses.replace(
+            stats,
+            value_cache_hits=counters.hits,
+            value_cache_misses=counters.misses,
+            value_cache_errors=counters.errors,
+            value_cache_skips=counters.skips,
+            value_cache_ms=counters.ms,
+        )
+
+    @property
+    def value_cache_breaker(self) -> CircuitBreaker | None:
+        """The breaker of ``value_cache`` (None without one)."""
+        return None if self._shared is None else self._shared.breaker
 
     def __repr__(self) -> str:
         cached = len(self._cache) + len(self._stored)
@@ -350,17 +412,38 @@ class KeyedLoader(Engine, Generic[K, V]):
         """Forget ``key``'s cached value, miss, or load in flight.
 
         A load in flight still answers its callers, but its value is not cached,
-        and later loads of the key fetch it again.
+        and later loads of the key fetch it again. With ``value_cache``, the key
+        is deleted there too, in the background (:meth:`invalidate` waits).
         """
         ck = self._ck(key)
         self._cache.pop(ck, None)
         self._stored.pop(ck, None)
         self._inflight.pop(ck, None)
+        if self._shared is not None and self._share_clears:
+            _in_background(self._shared.delete, [ck])
 
     def clear_many(self, keys: Iterable[K]) -> None:
-        """``clear`` each of ``keys``."""
-        for key in keys:
-            self.clear(key)
+        """``clear`` each of ``keys`` (one call of the shared cache for them all)."""
+        self.invalidate(*keys)
+
+    def invalidate(self, *keys: K) -> Awaitable[None]:
+        """``clear`` ``keys``, and return an awaitable of their deletion from ``value_cache``.
+
+        Await it before a mutation answers, so that no request that starts
+        afterwards, in any process, reads the old value. It never raises: a
+        shared cache that cannot be reached is counted as an error (see
+        ``docs/scaling-out.md`` for the staleness bound then). Without
+        ``value_cache`` it is done at once.
+        """
+        self._share_clears = False  # one shared deletion for them all, below
+        try:
+            for key in keys:
+                self.clear(key)
+        finally:
+            self._share_clears = True
+        if self._shared is None or not keys:
+            return _DONE
+        return _in_background(self._shared.delete, [self._ck(key) for key in keys])
 
     def clear_all(self) -> None:
         """Forget every cached value, miss, and load in flight."""
@@ -371,6 +454,12 @@ class KeyedLoader(Engine, Generic[K, V]):
     # -- correlation (the engine's face-specific part) ---------------------------------
 
     def _correlate(self, result: Any, batch: Batch, cks: Any) -> Mapping[Hashable, Any]:
+        if self._shared is not None:  # the shared stage correlated what it fetched
+            return result  # type: ignore[no-any-return]
+        return self._outcomes(result, cks)
+
+    def _outcomes(self, result: Any, cks: Any) -> Mapping[Hashable, Any]:
+        """The batch function's ``result`` as ``{cache key: outcome}``."""
         key_of = self._key_of
         cache_key = self._cache_key
         if key_of is None:
@@ -437,6 +526,36 @@ class KeyedLoader(Engine, Generic[K, V]):
             except TypeError:
                 return self._unhashable(key, ck)
         return TypeError(f"{self._label}: load_many() got an unhashable key")
+
+
+class _Done:
+    """An awaitable that is done at once (an invalidation with nothing shared to reach)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
+
+
+_DONE: Final = _Done()
+_BACKGROUND: set[asyncio.Task[None]] = set()  # shared-cache deletions under way
+
+
+def _in_background(
+    delete: Callable[[list[Hashable]], Coroutine[Any, Any, None]], cks: list[Hashable]
+) -> asyncio.Future[None]:
+    """Run ``delete(cks)`` in a task of its own, held until it ends (it never raises).
+
+    Returns the task shielded: a caller cancelled while it waits (a client gone
+    in the middle of a mutation) does not cancel the deletion, which its write
+    still needs. Raises RuntimeError, creating nothing, when no loop is running.
+    """
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(delete(cks))
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+    return asyncio.shield(task)
 
 
 def _check_key_type(value: object) -> type | tuple[type, ...] | None:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from typing import Generic, Literal, TypeAlias, TypedDict, TypeVar
 
 from gqlbatch._options import ErrorMode, RetryPolicy
+from gqlbatch._value_cache import CircuitBreaker, ValueCache
 
 __all__ = [
     "BatchFunction",
@@ -65,3 +66,9 @@ class LoaderOptions(EngineOptions, Generic[K], total=False):
     key_type: KeyType
     cache: bool
     cache_key: Callable[[K], Hashable] | None
+    value_cache: ValueCache | None
+    value_cache_ttl: float | None
+    cache_misses_ttl: float | None
+    value_cache_timeout_ms: float
+    value_cache_invalidate_timeout_ms: float
+    value_cache_breaker: CircuitBreaker | None

@@ -18,6 +18,9 @@ them:
   limit still applied on every request.
 - :func:`from_index_batch` adapts a batch function written for Strawberry's
   ``DataLoader`` or aiodataloader (a list aligned with the keys).
+- :class:`CostLimiter`, :class:`DepthLimiter`, :class:`AliasLimiter`,
+  :class:`RepeatLimiter` and :class:`OperationNameRequired` refuse a costly or
+  hostile document before it is validated or executed, in time linear in it.
 
 This module imports Strawberry, never SQLAlchemy: anything with
 ``bind(sessions)`` and ``loader_options`` is treated as a fetcher (see
@@ -26,7 +29,8 @@ This module imports Strawberry, never SQLAlchemy: anything with
 One concept per module, every public name re-exported here: ``protocols``
 (:class:`Fetcher`, :class:`StatementCounting`), ``registry`` (:class:`LoaderRegistry`,
 :class:`LoaderSpec`), ``declare`` (:func:`loader`), ``context``, ``getter``
-(:func:`context_getter`), ``extension``, ``mutations``, ``bridge``, ``documents``; ``asgi``
+(:func:`context_getter`), ``extension``, ``mutations``, ``bridge``, ``cost``,
+``limits``, ``documents``; ``asgi``
 (:class:`GraphQL`, needs Starlette) and ``fastapi`` (needs FastAPI) are imported
 only when used.
 """
@@ -37,10 +41,17 @@ from typing import TYPE_CHECKING, Any
 
 from gqlbatch.strawberry.bridge import BatchLengthError, from_index_batch
 from gqlbatch.strawberry.context import Context
+from gqlbatch.strawberry.cost import CostLimiter
 from gqlbatch.strawberry.declare import loader
 from gqlbatch.strawberry.documents import DocumentCache
 from gqlbatch.strawberry.extension import LoaderExtension
 from gqlbatch.strawberry.getter import context_getter
+from gqlbatch.strawberry.limits import (
+    AliasLimiter,
+    DepthLimiter,
+    OperationNameRequired,
+    RepeatLimiter,
+)
 from gqlbatch.strawberry.mutations import invalidate, write_through
 from gqlbatch.strawberry.protocols import Fetcher, StatementCounting, StatementScope
 from gqlbatch.strawberry.registry import LoaderRegistry, LoaderSpec, RegistryClosedError
@@ -49,15 +60,20 @@ if TYPE_CHECKING:
     from gqlbatch.strawberry.asgi import GraphQL
 
 __all__ = [
+    "AliasLimiter",
     "BatchLengthError",
     "Context",
+    "CostLimiter",
+    "DepthLimiter",
     "DocumentCache",
     "Fetcher",
     "GraphQL",
     "LoaderExtension",
     "LoaderRegistry",
     "LoaderSpec",
+    "OperationNameRequired",
     "RegistryClosedError",
+    "RepeatLimiter",
     "StatementCounting",
     "StatementScope",
     "context_getter",
