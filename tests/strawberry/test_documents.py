@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -18,7 +18,7 @@ from strawberry.extensions import (
     SchemaExtension,
 )
 
-from gqlbatch.strawberry import DocumentCache
+from gqlbatch.strawberry import AliasLimiter, CostLimiter, DepthLimiter, DocumentCache
 
 
 @strawberry.type
@@ -98,6 +98,23 @@ def test_a_check_reading_the_variables_still_refuses_a_cached_text(cache_first: 
     for _ in range(2):
         assert run(schema, PAGE, limit=10) == []
         assert run(schema, PAGE, limit=100) == ["limit 100 is over 50"]
+
+
+@pytest.mark.parametrize("cache_first", [True, False], ids=["cache first", "limits first"])
+def test_the_cost_depth_and_alias_limits_refuse_a_cached_text_every_time(cache_first: bool) -> None:
+    cache = DocumentCache()
+    limits: list[Callable[[], SchemaExtension]] = [
+        partial(CostLimiter, max_cost=50),  # reads the variables: limit x 1 object
+        partial(DepthLimiter, max_depth=3),
+        partial(AliasLimiter, max_alias_count=1),
+    ]
+    extensions = [cache.extension(), *limits] if cache_first else [*limits, cache.extension()]
+    schema = strawberry.Schema(Query, extensions=extensions)
+    for _ in range(2):
+        assert run(schema, PAGE, limit=10) == []
+        assert run(schema, PAGE, limit=100) == ["Query cost 100 exceeds the maximum cost of 50"]
+        assert run(schema, DEEP) == ["'anonymous' exceeds maximum operation depth of 3"]
+        assert run(schema, "{ a: nodes { id } b: nodes { id } }") == ["2 aliases found. Allowed: 1"]
 
 
 def test_validation_rules_added_by_extensions_run_on_every_request(
