@@ -106,34 +106,39 @@ class KeyedLoader(Engine, Generic[K, V]):
         batch_fn: ``async (keys: list[K]) -> Mapping[K, V | BaseException]``, or,
             with ``key_of``, an iterable of rows. May return keys in any order,
             fewer keys, or extra keys.
+
+    Keyword Args:
         key_of: maps a row to its key; then ``batch_fn`` returns rows.
         many: with ``key_of``, group rows per key into lists (``[]`` for none).
         missing: ``"none"`` (default) resolves an absent key to None;
             ``"error"`` fails it with :class:`MissingKeyError`.
-        key_type: a type or tuple of types; ``load`` raises TypeError for other keys.
-        max_batch_size: dispatch once this many keys wait (default: unbounded).
-        max_wait_ms: see :class:`BatchOptions` (default 0: the event-loop rule).
-        max_queue_size: keys waiting before ``load`` raises :class:`QueueFullError`.
-        max_concurrency: batch function calls running at once (default: unbounded).
-        error_mode: ``"continue"``, ``"fail-fast"`` or ``"retry"`` (:class:`ErrorMode`).
-        retry: the :class:`RetryPolicy` of ``error_mode="retry"``.
-        batch_timeout_ms: a call running longer fails (each attempt).
-        cache: keep values, misses and loads in flight (default True).
-        cache_key: maps a key to a hashable cache key (keys and result keys alike).
-        name: named in errors and statistics.
-        value_cache: a :class:`ValueCache` shared beyond this loader (another
+        key_type (type | tuple[type, ...] | None): a type or tuple of types;
+            ``load`` raises TypeError for other keys.
+        max_batch_size (int | None): dispatch once this many keys wait (default: unbounded).
+        max_wait_ms (float): see :class:`BatchOptions` (default 0: the event-loop rule).
+        max_queue_size (int | None): keys waiting before ``load`` raises :class:`QueueFullError`.
+        max_concurrency (int | None): batch function calls running at once (default: unbounded).
+        error_mode (ErrorMode | str): ``"continue"``, ``"fail-fast"`` or ``"retry"``
+            (:class:`ErrorMode`).
+        retry (RetryPolicy): the :class:`RetryPolicy` of ``error_mode="retry"``.
+        batch_timeout_ms (float | None): a call running longer fails (each attempt).
+        cache (bool): keep values, misses and loads in flight (default True).
+        cache_key (Callable[[K], Hashable] | None): maps a key to a hashable cache key
+            (keys and result keys alike).
+        name (str | None): named in errors and statistics.
+        value_cache (ValueCache | None): a :class:`ValueCache` shared beyond this loader (another
             process, another machine), consulted once per batch before the
             batch function; see ``docs/scaling-out.md``.
-        value_cache_ttl: seconds a value stays in ``value_cache`` (default None:
+        value_cache_ttl (float | None): seconds a value stays in ``value_cache`` (default None:
             the cache's own default).
-        cache_misses_ttl: store keys the batch function did not answer for this
+        cache_misses_ttl (float | None): store keys the batch function did not answer for this
             many seconds (default None: misses are not stored).
-        value_cache_timeout_ms: the longest one call of ``value_cache`` may take
+        value_cache_timeout_ms (float): the longest one call of ``value_cache`` may take
             before the loader goes on as if it held nothing (default 100).
-        value_cache_invalidate_timeout_ms: the longest a deletion from
+        value_cache_invalidate_timeout_ms (float): the longest a deletion from
             ``value_cache`` (``invalidate``, ``clear``) may take (default 1000);
             deletions are tried even while the circuit is open.
-        value_cache_breaker: the :class:`CircuitBreaker` of ``value_cache``
+        value_cache_breaker (CircuitBreaker | None): the :class:`CircuitBreaker` of ``value_cache``
             (default: one per cache object, shared by the loaders using it).
     """
 
