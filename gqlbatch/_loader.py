@@ -387,7 +387,7 @@ class KeyedLoader(Engine, Generic[K, V]):
     # starts afresh (graphql/dataloader's rule). ``prime`` after ``clear`` is
     # therefore how a write replaces a value, waiting or not.
 
-    def prime(self, key: K, value: V | asyncio.Future[V]) -> Self:
+    def prime(self, key: K, value: V | asyncio.Future[Any]) -> Self:
         """Cache ``value`` for ``key`` unless the key is cached, waiting or in flight.
 
         As in graphql/dataloader, priming never overwrites: to replace a value,
@@ -412,7 +412,7 @@ class KeyedLoader(Engine, Generic[K, V]):
             self._cache[ck] = (value,)
         return self
 
-    def prime_many(self, values: Mapping[K, V | asyncio.Future[V]]) -> Self:
+    def prime_many(self, values: Mapping[K, V | asyncio.Future[Any]]) -> Self:
         """``prime`` each key of ``values`` with its value; returns the loader."""
         for key, value in values.items():
             self.prime(key, value)
@@ -539,6 +539,12 @@ class KeyedLoader(Engine, Generic[K, V]):
                     "to admit it"
                 )
         elif not isinstance(key, key_type):
+            if key is None:
+                raise TypeError(
+                    f"{self._label}: the key None is not accepted by key_type="
+                    f"{self._type_names()} (a GraphQL null reaching a loader is a bug in "
+                    "the caller)"
+                )
             raise self._wrong_type(key)
 
     def _ck(self, key: Any) -> Hashable:
@@ -556,15 +562,17 @@ class KeyedLoader(Engine, Generic[K, V]):
 
     def _wrong_type(self, key: Any) -> TypeError:
         """The error for a key not of ``key_type``."""
-        expected = self._key_type
-        names = (
-            " or ".join(t.__name__ for t in expected)
-            if isinstance(expected, tuple)
-            else getattr(expected, "__name__", repr(expected))
-        )
         return TypeError(
-            f"{self._label}: key {key!r} is of type {type(key).__name__}, expected {names}"
+            f"{self._label}: key {key!r} is of type {type(key).__name__}, "
+            f"expected {self._type_names()}"
         )
+
+    def _type_names(self) -> str:
+        """``key_type`` as messages name it: ``int or str``."""
+        expected = self._key_type
+        if isinstance(expected, tuple):
+            return " or ".join(t.__name__ for t in expected)
+        return getattr(expected, "__name__", repr(expected))
 
     def _unhashable(self, key: Any, ck: Any) -> TypeError:
         """The error for a key whose cache key cannot be hashed."""
