@@ -4,7 +4,8 @@ On each backend (a temporary SQLite file, and a private PostgreSQL database
 created for the run and dropped after it unless ``GQLBATCH_BENCH_NO_POSTGRES=1``
 or ``--database-url`` names one database), starts two real servers on the
 same seeded database: the normal one (every relation through gqlbatch loaders)
-and ``--naive`` (each relation field runs its own SELECT). For each page size
+and :mod:`benchmarks._naive` (``serve --factory benchmarks._naive:create_app``:
+each relation field runs its own SELECT). For each page size
 it sends the four-level query
 
     users(limit: N) { id name posts(limit: 5) { id title
@@ -37,6 +38,9 @@ import httpx
 
 from benchmarks._env import example_server, postgres_enabled, prepare_database, private_postgres
 from example_api.settings import normalize_database_url
+
+NAIVE_FACTORY = "benchmarks._naive:create_app"
+"""The app factory of the naive server: the same app with per-field queries."""
 
 QUERY = """{ users(limit: %d) { id name posts(limit: 5) { id title
   comments(limit: 5) { id author { id name } } tags { name } } } }"""
@@ -135,9 +139,10 @@ def render(data: dict[str, Any], img_dir: Path, img_link: str) -> str:
         "subprocesses on loopback, one worker each, debug mode, which reports each request's SQL "
         "statement count) "
         f"share one database seeded with {data['users']:,} users: the example API as it is, "
-        "every relation read through gqlbatch loaders, and `--naive`, where each relation "
-        "resolver runs its own `SELECT` for its one parent. Each request is the four-level "
-        "query `users(limit: N) { posts(limit: 5) { comments(limit: 5) { author } tags } }`; "
+        "every relation read through gqlbatch loaders, and `benchmarks/_naive.py`, where each "
+        "relation resolver runs its own `SELECT` for its one parent. Each request is the "
+        "four-level query "
+        "`users(limit: N) { posts(limit: 5) { comments(limit: 5) { author } tags } }`; "
         "both servers answer it once to warm up, then in each of "
         f"{data['rounds']} rounds both answer it, alternating which goes first. Figures are "
         "medians; the latency ratio is the median of per-round ratios.",
@@ -161,7 +166,10 @@ def _run_backend(
     with (
         example_server(url, log_dir / f"{backend}-batched.log", args=["--debug"], env=env) as b,
         example_server(
-            url, log_dir / f"{backend}-naive.log", args=["--debug", "--naive"], env=env
+            url,
+            log_dir / f"{backend}-naive.log",
+            args=["--debug", "--factory", NAIVE_FACTORY],
+            env=env,
         ) as n,
         httpx.Client(timeout=600) as client,
     ):

@@ -79,8 +79,21 @@ QUERY = """query Feed($offset: Int!) { users(limit: 10, offset: $offset) { id na
 PAGE = 10
 REQUEST_TIMEOUT = 30.0
 """Seconds one request may take before it counts as failed."""
-FULL = {"clients": (1, 16), "seconds": 6.0, "rounds": 3, "users": 500, "warmup": 2.0}
-QUICK = {"clients": (4,), "seconds": 1.0, "rounds": 1, "users": 50, "warmup": 0.5}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How much one run measures."""
+
+    clients: tuple[int, ...]
+    seconds: float
+    rounds: int
+    users: int
+    warmup: float
+
+
+FULL = Preset(clients=(1, 16), seconds=6.0, rounds=3, users=500, warmup=2.0)
+QUICK = Preset(clients=(4,), seconds=1.0, rounds=1, users=50, warmup=0.5)
 
 
 @dataclass(frozen=True)
@@ -400,10 +413,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results here (for the page)")
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
-    clients: tuple[int, ...] = args.clients or preset["clients"]
-    seconds = float(args.seconds or preset["seconds"])
-    rounds = int(args.rounds or preset["rounds"])
-    users = int(args.users or preset["users"])
+    clients: tuple[int, ...] = args.clients or preset.clients
+    seconds = float(args.seconds or preset.seconds)
+    rounds = int(args.rounds or preset.rounds)
+    users = int(args.users or preset.users)
     if not 0 < seconds <= 120:
         parser.error(f"--seconds must be in (0, 120], got {seconds}")
     if not 1 <= rounds <= 20:
@@ -432,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
                     args=["--production", "--workers", str(config.workers)],
                 )
             )
-        cells = _measure(configs, servers, clients, seconds, rounds, float(preset["warmup"]), users)
+        cells = _measure(configs, servers, clients, seconds, rounds, preset.warmup, users)
         rows = summarize(configs, clients, cells)
 
     report = "\n".join(

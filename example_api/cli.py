@@ -1,8 +1,10 @@
 """``python -m example_api serve|seed|migrate``: the example API's command line.
 
-Every option falls back to its environment variable (see
-:mod:`example_api.settings`), so ``DATABASE_URL=... python -m example_api
+Every setting's flag (declared with the setting in :mod:`example_api.settings`)
+overrides its environment variable, so ``DATABASE_URL=... python -m example_api
 serve`` and ``python -m example_api serve --database-url ...`` are the same.
+``serve --factory MODULE:NAME`` runs another app factory over the same
+settings (``benchmarks._naive:create_app``, the per-field-query variant).
 """
 
 from __future__ import annotations
@@ -20,34 +22,14 @@ from typing import Any
 from example_api import migrations
 from example_api.db import create_engine
 from example_api.seed import SeedPlan, is_empty, seed
-from example_api.settings import Settings, SettingsError
+from example_api.settings import Settings, SettingsError, add_flags, from_flags
 
 __all__ = ["main"]
 
 log = logging.getLogger("example_api")
 
-
-def _settings(args: argparse.Namespace) -> Settings:
-    """The environment's settings with the command line's options on top."""
-    overrides: dict[str, Any] = {}
-    for option, field in (
-        ("database_url", "database_url"),
-        ("host", "host"),
-        ("port", "port"),
-        ("workers", "workers"),
-        ("max_page_size", "max_page_size"),
-    ):
-        value = getattr(args, option, None)
-        if value is not None:
-            overrides[field] = value
-    if getattr(args, "debug", None) is not None:
-        overrides["debug"] = args.debug
-    if getattr(args, "no_migrate", False):
-        overrides["migrate_on_start"] = False
-    if getattr(args, "naive", False):
-        overrides["naive"] = True
-    settings = Settings.from_env()
-    return replace(settings, **overrides) if overrides else settings
+DEFAULT_FACTORY = "example_api.app:create_app"
+"""What ``serve`` runs: uvicorn calls it in each worker to build the app."""
 
 
 def _plan(args: argparse.Namespace, users: int | None = None) -> SeedPlan:
@@ -62,7 +44,7 @@ def _plan(args: argparse.Namespace, users: int | None = None) -> SeedPlan:
 
 async def _prepare(settings: Settings, plan: SeedPlan | None, *, migrate: bool) -> None:
     """Migrate (when asked), then seed ``plan`` if the database holds no user."""
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, options=settings.database)
     try:
         if migrate:
             await migrations.upgrade(engine)
@@ -77,7 +59,7 @@ def serve(args: argparse.Namespace) -> int:
     """Migrate once, seed if asked, then run uvicorn with the settings in the environment."""
     import uvicorn
 
-    settings = _settings(args)
+    settings = from_flags(args)
     plan = _plan(args, args.seed_if_empty) if args.seed_if_empty else None
     asyncio.run(_prepare(settings, plan, migrate=settings.migrate_on_start))
     # The workers read their settings from the environment; this process has
@@ -86,7 +68,7 @@ def serve(args: argparse.Namespace) -> int:
     if settings.debug and settings.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("debug mode on %s: GraphiQL and full errors are public", settings.host)
     uvicorn.run(
-        "example_api.app:create_app",
+        args.factory,
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -112,10 +94,10 @@ def _log_config(level: str) -> dict[str, Any]:
 
 def seed_command(args: argparse.Namespace) -> int:
     """Fill the database with deterministic fake data."""
-    settings = _settings(args)
+    settings = from_flags(args)
 
     async def run() -> None:
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, options=settings.database)
         try:
             if not args.no_migrate:
                 await migrations.upgrade(engine)
@@ -136,10 +118,10 @@ def seed_command(args: argparse.Namespace) -> int:
 
 def migrate_command(args: argparse.Namespace) -> int:
     """``alembic upgrade/downgrade`` on the server's database, or show its revision."""
-    settings = _settings(args)
+    settings = from_flags(args)
 
     async def run() -> None:
-        engine = create_engine(settings.database_url)
+        engine = create_engine(settings.database_url, options=settings.database)
         try:
             if args.action == "upgrade":
                 await migrations.upgrade(engine, args.revision or "head")
@@ -173,19 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve_parser = commands.add_parser("serve", help="run the server with uvicorn")
-    serve_parser.add_argument("--database-url", help="SQLAlchemy URL (env DATABASE_URL)")
-    serve_parser.add_argument("--host", help="interface (env EXAMPLE_API_HOST, 127.0.0.1)")
-    serve_parser.add_argument("--port", type=int, help="port (env EXAMPLE_API_PORT, 8000)")
-    serve_parser.add_argument("--workers", type=int, help="processes (env EXAMPLE_API_WORKERS)")
-    mode = serve_parser.add_mutually_exclusive_group()
-    mode.add_argument("--debug", dest="debug", action="store_true", default=None, help="GraphiQL")
-    mode.add_argument("--production", dest="debug", action="store_false", help="the default")
-    serve_parser.add_argument("--no-migrate", action="store_true", help="skip upgrade head")
-    serve_parser.add_argument("--max-page-size", type=int, help="largest limit accepted")
+    add_flags(serve_parser)
     serve_parser.add_argument(
         "--seed-if-empty", type=int, metavar="USERS", help="seed this many users if empty"
     )
-    serve_parser.add_argument("--naive", action="store_true", help="per-field queries (bench)")
+    serve_parser.add_argument(
+        "--factory",
+        default=DEFAULT_FACTORY,
+        metavar="MODULE:NAME",
+        help=f"the app factory each worker calls (default {DEFAULT_FACTORY})",
+    )
     serve_parser.add_argument("--log-level", default="info", help="uvicorn log level")
     serve_parser.add_argument(
         "--graceful-timeout", type=float, default=30, help="seconds requests get to finish"
@@ -193,14 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     _seed_options(serve_parser, users=None)
 
     seed_parser = commands.add_parser("seed", help="fill the database with fake data")
-    seed_parser.add_argument("--database-url", help="SQLAlchemy URL (env DATABASE_URL)")
+    add_flags(seed_parser, only=("database_url",))
     _seed_options(seed_parser, users=50)
     seed_parser.add_argument("--reset", action="store_true", help="delete every row first")
     seed_parser.add_argument("--if-empty", action="store_true", help="only an empty database")
     seed_parser.add_argument("--no-migrate", action="store_true", help="skip upgrade head")
 
     migrate_parser = commands.add_parser("migrate", help="alembic upgrade/downgrade")
-    migrate_parser.add_argument("--database-url", help="SQLAlchemy URL (env DATABASE_URL)")
+    add_flags(migrate_parser, only=("database_url",))
     migrate_parser.add_argument(
         "action", nargs="?", default="upgrade", choices=("upgrade", "downgrade", "current")
     )

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from example_api.loaders import Loaders
+from example_api.metrics import Metrics
+from example_api.settings import Settings
+from example_api.state import AppState
+from example_api.views import ViewCounter
 from gqlbatch.strawberry import Context
-
-if TYPE_CHECKING:
-    from example_api.app import AppState
-    from example_api.metrics import Metrics
-    from example_api.settings import Settings
-    from example_api.views import ViewCounter
 
 __all__ = ["AppContext"]
 

@@ -30,11 +30,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine(url: str, *, options: DatabaseOptions | None = None) -> AsyncEngine:
+_DEFAULT_OPTIONS = DatabaseOptions()
+
+
+def create_engine(url: str, *, options: DatabaseOptions = _DEFAULT_OPTIONS) -> AsyncEngine:
     """An async engine for ``url``: SQLite through aiosqlite or PostgreSQL through asyncpg.
 
-    ``options`` (default: read from the environment, see
-    :class:`~example_api.settings.DatabaseOptions`) size the PostgreSQL pool and
+    ``options`` (default: the defaults of
+    :class:`~example_api.settings.DatabaseOptions`; the app passes
+    ``settings.database``) size the PostgreSQL pool and
     bound every wait on the database: for a free connection (``pool_timeout_ms``),
     for a new connection (``connect_timeout_ms``) and for a statement's answer
     (``statement_timeout_ms``, asyncpg's ``command_timeout``, which holds even
@@ -42,7 +46,6 @@ def create_engine(url: str, *, options: DatabaseOptions | None = None) -> AsyncE
     an error the loaders retry (``DB_RETRY``), so a sick database makes requests
     fail, never hang. A connection found dead is replaced (``pool_pre_ping``).
     """
-    options = options or DatabaseOptions.from_env()
     prepare_sqlite_path(url)
     if make_url(url).get_backend_name() == "sqlite":
         engine = create_async_engine(url)

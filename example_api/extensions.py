@@ -1,4 +1,5 @@
-"""Schema extensions: per-request statistics, and what production mode hides from clients."""
+"""Schema extensions: per-request statistics, error codes, and what production mode hides
+from clients (and from the log)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,56 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from graphql import GraphQLError
+import strawberry
+from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import MaskErrors, SchemaExtension
+from strawberry.types import ExecutionContext
 
 from example_api.context import AppContext
 
-__all__ = ["PublicErrors", "RequestStats", "is_public"]
+__all__ = ["ErrorCodes", "ExampleSchema", "PublicErrors", "RequestStats", "is_public"]
 
 _SUGGESTION = re.compile(r"\s*Did you mean .*$", re.DOTALL)
+_TOO_MANY_TOKENS = re.compile(r"Syntax Error: Document contains more than (\d+) tokens\b")
+
+
+class ErrorCodes(SchemaExtension):
+    """Gives every syntax and validation error a code in ``extensions.code``.
+
+    * ``TOO_MANY_TOKENS``: the document is longer than ``EXAMPLE_API_MAX_TOKENS``;
+      the message says the limit, and ``extensions.maxTokens`` holds it (graphql-core
+      says only "Document contains more than 2000 tokens. Parsing aborted.");
+    * ``GRAPHQL_PARSE_FAILED``: any other syntax error;
+    * ``GRAPHQL_VALIDATION_FAILED``: the document does not fit the schema (unknown
+      field, wrong argument, ...), unless the rule that refused it gave its own code.
+    """
+
+    def on_parse(self) -> Iterator[None]:
+        yield
+        for error in self.execution_context.pre_execution_errors or ():
+            if not isinstance(error, GraphQLSyntaxError):
+                continue
+            limit = _TOO_MANY_TOKENS.match(error.message)
+            if limit is None:
+                _set_code(error, "GRAPHQL_PARSE_FAILED")
+                continue
+            error.message = (
+                f"Document contains more than {limit[1]} tokens, the most this server "
+                "accepts: send a shorter query (fewer fields, aliases or fragments)"
+            )
+            _set_code(error, "TOO_MANY_TOKENS", maxTokens=int(limit[1]))
+
+    def on_validate(self) -> Iterator[None]:
+        yield
+        for error in self.execution_context.pre_execution_errors or ():
+            _set_code(error, "GRAPHQL_VALIDATION_FAILED")
+
+
+def _set_code(error: GraphQLError, code: str, **details: Any) -> None:
+    """Add ``code`` (and ``details``) to ``error.extensions``, unless it has a code already."""
+    extensions = dict(error.extensions or {})
+    if "code" not in extensions:
+        error.extensions = {**extensions, "code": code, **details}
 
 
 class RequestStats(SchemaExtension):
@@ -66,3 +109,14 @@ class PublicErrors(MaskErrors):
         for error in processed:
             error.message = _SUGGESTION.sub("", error.message)
         return processed
+
+
+class ExampleSchema(strawberry.Schema):
+    """Logs unexpected errors with their stack trace, and client errors not at all."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        unexpected = [error for error in errors if not is_public(error)]
+        if unexpected:
+            super().process_errors(unexpected, execution_context)

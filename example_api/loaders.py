@@ -38,6 +38,7 @@ from sqlalchemy.orm import QueryableAttribute
 
 from example_api.models import Post, Tag, User
 from example_api.settings import DatabaseOptions
+from gqlbatch import EngineOptions
 from gqlbatch.sqlalchemy import DB_RETRY, ManyFetcher, by_column, by_relationship
 from gqlbatch.strawberry import LoaderRegistry, loader
 
@@ -46,7 +47,7 @@ __all__ = ["Loaders", "PageKey", "Paged", "registry_options"]
 _DB_OPTIONS: dict[str, Any] = {"error_mode": "retry", "retry": DB_RETRY}
 
 
-def registry_options(database: DatabaseOptions) -> dict[str, Any]:
+def registry_options(database: DatabaseOptions) -> EngineOptions:
     """The options of every loader of a request that come from the settings."""
     return {"batch_timeout_ms": database.batch_timeout_ms or None}
 
@@ -112,21 +113,17 @@ class Paged:
 
 
 class Loaders(LoaderRegistry):
-    """The loaders of one request. Transient database errors are retried (``DB_RETRY``).
-
-    (``loader()``'s overloads type a fetcher as a callable; :class:`Paged` is a
-    fetcher that is not itself callable, hence the ``call-overload`` ignores.)
-    """
+    """The loaders of one request. Transient database errors are retried (``DB_RETRY``)."""
 
     user = loader(by_column(User.id), **_DB_OPTIONS)
     """Users by id."""
     post = loader(by_column(Post.id), **_DB_OPTIONS)
     """Posts by id."""
-    posts_of_user = loader(Paged(User.posts), **_DB_OPTIONS)  # type: ignore[call-overload]
+    posts_of_user = loader(Paged(User.posts), **_DB_OPTIONS)
     """A user's posts, oldest first, by ``(user id, limit, offset)``."""
-    comments_of_post = loader(Paged(Post.comments), **_DB_OPTIONS)  # type: ignore[call-overload]
+    comments_of_post = loader(Paged(Post.comments), **_DB_OPTIONS)
     """A post's comments, oldest first, by ``(post id, limit, offset)``."""
-    tags_of_post = loader(Paged(Post.tags), **_DB_OPTIONS)  # type: ignore[call-overload]
+    tags_of_post = loader(Paged(Post.tags), **_DB_OPTIONS)
     """A post's tags by name, by ``(post id, limit, offset)``."""
-    posts_of_tag = loader(Paged(Tag.posts), **_DB_OPTIONS)  # type: ignore[call-overload]
+    posts_of_tag = loader(Paged(Tag.posts), **_DB_OPTIONS)
     """A tag's posts, oldest first, by ``(tag id, limit, offset)``."""

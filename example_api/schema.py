@@ -9,8 +9,9 @@ reads what was just written.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import strawberry
@@ -19,6 +20,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types import Info
+from strawberry.types.field import StrawberryField
 
 from example_api import models
 from example_api.context import AppContext
@@ -29,6 +31,20 @@ from gqlbatch.strawberry import invalidate, write_through
 __all__ = ["Comment", "Mutation", "Post", "Query", "Tag", "User", "UserInputError"]
 
 Ctx = Info[AppContext, None]
+
+
+Resolver = Callable[..., Any]
+
+
+def field(description: str) -> Callable[[Resolver], StrawberryField]:
+    """``@strawberry.field(description=...)``, typed like the bare decorator (Strawberry
+    types the called form ``Any``, which hides the resolvers from mypy)."""
+    return partial(strawberry.field, description=description)
+
+
+def mutation(description: str) -> Callable[[Resolver], StrawberryField]:
+    """``@strawberry.mutation(description=...)``, typed like the bare decorator."""
+    return partial(strawberry.mutation, description=description)
 
 
 class UserInputError(GraphQLError):
@@ -75,7 +91,7 @@ class User:
     email: str
     created_at: datetime
 
-    @strawberry.field(description="This user's posts, oldest first.")
+    @field("This user's posts, oldest first.")
     async def posts(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[Post]:
         key = page_key(self, info, limit, offset)
         return await info.context.loaders.posts_of_user.load(key)  # type: ignore[no-any-return]
@@ -100,12 +116,12 @@ class Post:
         assert author is not None, f"post {self.id} has no author"  # a foreign key holds it
         return author  # type: ignore[no-any-return]  # an ORM row
 
-    @strawberry.field(description="Comments on this post, oldest first.")
+    @field("Comments on this post, oldest first.")
     async def comments(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[Comment]:
         key = page_key(self, info, limit, offset)
         return await info.context.loaders.comments_of_post.load(key)  # type: ignore[no-any-return]
 
-    @strawberry.field(description="Tags of this post, by name.")
+    @field("Tags of this post, by name.")
     async def tags(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[Tag]:
         key = page_key(self, info, limit, offset)
         return await info.context.loaders.tags_of_post.load(key)  # type: ignore[no-any-return]
@@ -141,7 +157,7 @@ class Tag:
     id: strawberry.ID
     name: str
 
-    @strawberry.field(description="Posts carrying this tag, oldest first.")
+    @field("Posts carrying this tag, oldest first.")
     async def posts(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[Post]:
         key = page_key(self, info, limit, offset)
         return await info.context.loaders.posts_of_tag.load(key)  # type: ignore[no-any-return]
@@ -166,25 +182,25 @@ async def _page(info: Ctx, model: type[models.Base], limit: int, offset: int) ->
 class Query:
     """Entry points: pages of users, posts and tags, and single lookups by id."""
 
-    @strawberry.field(description="Users by id.")
+    @field("Users by id.")
     async def users(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[User]:
         return await _page(info, models.User, limit, offset)
 
-    @strawberry.field(description="Posts by id.")
+    @field("Posts by id.")
     async def posts(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[Post]:
         return await _page(info, models.Post, limit, offset)
 
-    @strawberry.field(description="Tags by id.")
+    @field("Tags by id.")
     async def tags(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[Tag]:
         return await _page(info, models.Tag, limit, offset)
 
-    @strawberry.field(description="One user, or null.")
+    @field("One user, or null.")
     async def user(self, info: Ctx, id: strawberry.ID) -> User | None:
-        return await info.context.loaders.user.load(id_of(id, "id"))
+        return await info.context.loaders.user.load(id_of(id, "id"))  # type: ignore[no-any-return]  # an ORM row
 
-    @strawberry.field(description="One post, or null.")
+    @field("One post, or null.")
     async def post(self, info: Ctx, id: strawberry.ID) -> Post | None:
-        return await info.context.loaders.post.load(id_of(id, "id"))
+        return await info.context.loaders.post.load(id_of(id, "id"))  # type: ignore[no-any-return]  # an ORM row
 
 
 async def _existing_post(info: Ctx, post_id: int) -> models.Post:
@@ -256,7 +272,7 @@ def _check_text(value: str, argument: str, maximum: int) -> str:
 class Mutation:
     """Writes. Each one keeps the request's loaders in step with what it wrote."""
 
-    @strawberry.mutation(description="Write a post, with up to 20 tags (created when new).")
+    @mutation("Write a post, with up to 20 tags (created when new).")
     async def create_post(
         self,
         info: Ctx,
@@ -281,7 +297,7 @@ class Mutation:
             invalidate(loaders.posts_of_tag)
         return post  # type: ignore[return-value]
 
-    @strawberry.mutation(description="Comment on a post.")
+    @mutation("Comment on a post.")
     async def add_comment(
         self, info: Ctx, post_id: strawberry.ID, author_id: strawberry.ID, body: str
     ) -> Comment:
@@ -296,7 +312,7 @@ class Mutation:
         invalidate(info.context.loaders.comments_of_post)
         return comment  # type: ignore[return-value]
 
-    @strawberry.mutation(description="Put a tag (created when new) on a post.")
+    @mutation("Put a tag (created when new) on a post.")
     async def tag_post(self, info: Ctx, post_id: strawberry.ID, tag: str) -> Post:
         post = await _existing_post(info, id_of(post_id, "postId"))
         tag_names = _tag_names([tag])
@@ -307,8 +323,8 @@ class Mutation:
             invalidate(info.context.loaders.posts_of_tag)
         return post  # type: ignore[return-value]
 
-    @strawberry.mutation(
-        description="Count one view of a post. Views from all requests are written "
+    @mutation(
+        "Count one view of a post. Views from all requests are written "
         "together in bulk a moment later; a full queue answers VIEW_QUEUE_FULL."
     )
     async def record_view(self, info: Ctx, post_id: strawberry.ID) -> RecordViewPayload:

@@ -9,6 +9,7 @@ instant and deterministic.
 from __future__ import annotations
 
 import asyncio
+import gc
 import selectors
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -47,11 +48,58 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         return self.now
 
 
+async def settle(iterations: int) -> None:
+    """Run loop iterations until nothing is ready to run without the clock moving.
+
+    Fails if the loop is still busy after ``iterations`` iterations at one instant.
+    """
+    ready = asyncio.get_running_loop()._ready  # type: ignore[attr-defined]  # CPython's queue of callbacks
+    for _ in range(iterations):
+        await asyncio.sleep(0)
+        if not ready:
+            await asyncio.sleep(0)
+            if not ready:
+                return
+    raise AssertionError(f"still busy after {iterations} iterations at one instant")
+
+
+HANG_AFTER_S = 600.0
+"""Virtual seconds a run may take; far beyond any wait the tests use."""
+
+
 def run_virtual(main: Callable[[], Awaitable[T]]) -> T:
-    """Run ``main()`` on a fresh VirtualClockLoop in debug mode; fail on any loop report."""
-    with asyncio.Runner(loop_factory=VirtualClockLoop, debug=True) as runner:
-        result = runner.run(main())  # type: ignore[arg-type]
-        loop = runner.get_loop()
-        assert isinstance(loop, VirtualClockLoop)
+    """Run ``main()`` on a fresh :class:`VirtualClockLoop` in debug mode, checked.
+
+    Bounded by a (virtual) ``asyncio.timeout`` so a hang fails fast instead of
+    stalling the suite; fails if ``main`` leaves a task running or the loop
+    reports anything (an exception never retrieved, a task destroyed while
+    pending, a callback that raised), before or after the loop closes.
+    """
+
+    async def guarded() -> T:
+        try:
+            async with asyncio.timeout(HANG_AFTER_S):
+                result = await main()
+        except TimeoutError:
+            raise AssertionError(f"the run hung for {HANG_AFTER_S} virtual seconds") from None
+        for _ in range(3):
+            await asyncio.sleep(0)
+        leftover = asyncio.all_tasks() - {asyncio.current_task()}
+        assert not leftover, f"tasks still running after the run: {leftover}"
+        return result
+
+    # Objects that exist before the run are frozen, so that the collections which
+    # flush out "never retrieved" reports only walk what the run created.
+    gc.freeze()
+    try:
+        with asyncio.Runner(loop_factory=VirtualClockLoop, debug=True) as runner:
+            loop = runner.get_loop()
+            assert isinstance(loop, VirtualClockLoop)
+            result = runner.run(guarded())
+            gc.collect()
+            assert loop.reports == [], loop.reports
+        gc.collect()
         assert loop.reports == [], loop.reports
+    finally:
+        gc.unfreeze()
     return result

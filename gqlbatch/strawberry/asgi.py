@@ -19,13 +19,9 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL as _StrawberryGraphQL
 from strawberry.schema import BaseSchema
 
-from gqlbatch.strawberry import (
-    Context,
-    RegistryT,
-    StatementCounting,
-    _build_context,
-    _check_sessions,
-)
+from gqlbatch.strawberry.context import Context, build_context, check_sessions
+from gqlbatch.strawberry.protocols import StatementCounting
+from gqlbatch.strawberry.registry import RegistryT
 
 __all__ = ["GraphQL"]
 
@@ -69,7 +65,7 @@ class GraphQL(_StrawberryGraphQL[Context[RegistryT], None], Generic[RegistryT]):
     ) -> None:
         if not callable(registry):
             raise TypeError(f"registry must be a LoaderRegistry subclass, got {registry!r}")
-        _check_sessions(sessions, sessions_factory)
+        check_sessions(sessions, sessions_factory)
         super().__init__(schema, **options)
         self.registry = registry
         self.sessions = sessions
@@ -101,7 +97,7 @@ class GraphQL(_StrawberryGraphQL[Context[RegistryT], None], Generic[RegistryT]):
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context[RegistryT]:
-        context = _build_context(
+        context = build_context(
             self.context_class, self.registry, self.sessions, self.sessions_factory, self.statements
         )
         context.request = request

@@ -11,7 +11,8 @@ from typing import Any
 
 from strawberry.fastapi import BaseContext
 
-from gqlbatch.strawberry import Context, RegistryT
+from gqlbatch.strawberry.context import Context
+from gqlbatch.strawberry.registry import RegistryT
 
 __all__ = ["FastAPIContext"]
 

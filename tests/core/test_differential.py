@@ -28,7 +28,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gqlbatch import BatchError, KeyedLoader
-from tests._harness import bounded, run_checked
+from tests._harness import bounded
+from tests._loop import run_virtual
 
 
 def index_aligned(failing: frozenset[int]) -> Any:
@@ -124,7 +125,7 @@ def test_every_caller_gets_the_same_outcome_as_from_aiodataloader(crowd: Crowd) 
         async with loader:
             return await _serve(crowd, loader.load, loader.load_many)
 
-    assert run_checked(ours) == run_checked(theirs)
+    assert run_virtual(ours) == run_virtual(theirs)
 
 
 # -- where aiodataloader is fragile ------------------------------------------------------
@@ -153,9 +154,9 @@ def test_cancelling_one_caller_cancels_the_others_in_aiodataloader_but_not_in_gq
         async with KeyedLoader(by_key(batch)) as loader:
             return await crowd(loader.load)
 
-    cancelled, outcome = run_checked(theirs)
+    cancelled, outcome = run_virtual(theirs)
     assert cancelled and isinstance(outcome, asyncio.CancelledError)  # the bystander too
-    cancelled, outcome = run_checked(ours)
+    cancelled, outcome = run_virtual(ours)
     assert cancelled and outcome == "row 1"
 
 
@@ -176,12 +177,14 @@ def test_a_batch_function_raising_cancelled_error_hangs_aiodataloader_not_gqlbat
 
     async def ours() -> list[Any]:
         async with KeyedLoader(rogue_by_key, name="rogue") as loader:
-            return await asyncio.gather(
-                loader.load(1), loader.load(1), loader.load(2), return_exceptions=True
+            return list(
+                await asyncio.gather(
+                    loader.load(1), loader.load(1), loader.load(2), return_exceptions=True
+                )
             )
 
-    assert run_checked(theirs) == 2  # still waiting after a minute
-    errors = run_checked(ours)
+    assert run_virtual(theirs) == 2  # still waiting after a minute
+    errors = run_virtual(ours)
     assert all(isinstance(e, BatchError) for e in errors)
     assert [e.key for e in errors] == [1, 1, 2]
     assert all(isinstance(e.__cause__, asyncio.CancelledError) for e in errors)
@@ -198,13 +201,14 @@ def test_a_failing_batch_shares_one_exception_in_aiodataloader_not_in_gqlbatch()
 
     async def ours() -> list[Any]:
         async with KeyedLoader(by_key(broken), cache=False) as loader:
-            return await asyncio.gather(
+            values: list[Any] = await asyncio.gather(
                 *(loader.load(k) for k in [1, 1, 2]), return_exceptions=True
             )
+            return values
 
-    shared = run_checked(theirs)
+    shared = run_virtual(theirs)
     assert shared[0] is shared[1] is shared[2]  # one object, raised into three callers
-    errors = run_checked(ours)
+    errors = run_virtual(ours)
     assert len({id(e) for e in errors}) == 3
     assert [e.key for e in errors] == [1, 1, 2]
     assert all(e.attempts == 1 for e in errors)
@@ -229,7 +233,8 @@ def _batches_of_a_level(awaits: list[int]) -> tuple[int, int]:
 
     async def recorded(keys: list[int]) -> list[Any]:
         calls.append(keys)
-        return await batch(keys)
+        values: list[Any] = await batch(keys)
+        return values
 
     async def theirs() -> list[Any]:
         loader: DataLoader[int, Any] = DataLoader(recorded)
@@ -240,10 +245,10 @@ def _batches_of_a_level(awaits: list[int]) -> tuple[int, int]:
             return await _level(loader.load, awaits)
 
     expected = [f"row {k}" for k in range(len(awaits))]
-    assert run_checked(theirs) == expected
+    assert run_virtual(theirs) == expected
     their_batches = len(calls)
     calls.clear()
-    assert run_checked(ours) == expected
+    assert run_virtual(ours) == expected
     return their_batches, len(calls)
 
 

@@ -19,6 +19,7 @@ from gqlbatch import (
     WrongEventLoopError,
 )
 from gqlbatch._engine import MAX_COALESCE_ITERATIONS
+from tests._harness import each_is
 from tests._loop import run_virtual
 
 pytestmark = pytest.mark.usefixtures("loop_reports")
@@ -95,7 +96,7 @@ async def test_keys_arriving_after_real_io_form_the_next_batch() -> None:
     loader = KeyedLoader(fetch)
     first = loader.load(1)
     await asyncio.sleep(0.001)
-    assert await asyncio.gather(first, loader.load(2)) == [10, 20]
+    assert list(await asyncio.gather(first, loader.load(2))) == [10, 20]
     assert fetch.calls == [[1], [2]]
 
 
@@ -149,7 +150,7 @@ def test_max_wait_ms_batch_goes_early_when_full() -> None:
 
 async def test_missing_keys_resolve_to_none_by_default() -> None:
     loader = KeyedLoader(Recorder(skip=[2]))
-    assert await asyncio.gather(loader.load(1), loader.load(2)) == [10, None]
+    assert list(await asyncio.gather(loader.load(1), loader.load(2))) == [10, None]
 
 
 async def test_missing_error_fails_each_caller_with_its_own_missing_key_error() -> None:
@@ -180,7 +181,7 @@ async def test_a_per_key_exception_fails_that_key_only_and_is_not_cached() -> No
     fetch = Recorder(fail={2: boom})
     loader = KeyedLoader(fetch)
     results = await asyncio.gather(loader.load(1), loader.load(2), return_exceptions=True)
-    assert results == [10, boom]
+    assert list(results) == [10, boom]
     assert results[1] is boom
     fetch.fail.clear()
     assert await loader.load(2) == 20
@@ -248,7 +249,7 @@ async def test_each_pending_load_returns_a_future_of_its_own() -> None:
     loader = KeyedLoader(Recorder())
     a, b = loader.load(1), loader.load(1)
     assert a is not b
-    assert await asyncio.gather(a, b) == [10, 10]
+    assert list(await asyncio.gather(a, b)) == [10, 10]
 
 
 async def test_cancelling_one_caller_never_cancels_another_caller_of_the_same_key() -> None:
@@ -297,8 +298,8 @@ async def test_a_batch_function_raising_cancelled_error_fails_callers_without_ha
     results = await asyncio.wait_for(
         asyncio.gather(loader.load(1), loader.load(1), return_exceptions=True), 1
     )
-    assert all(isinstance(r, BatchError) for r in results)
-    assert isinstance(results[0].__cause__, asyncio.CancelledError)
+    errors = each_is(BatchError, results)
+    assert isinstance(errors[0].__cause__, asyncio.CancelledError)
 
 
 # -- the cache ------------------------------------------------------------------------
@@ -328,14 +329,14 @@ async def test_a_load_of_a_key_in_flight_joins_its_batch() -> None:
     await asyncio.sleep(0.001)  # batch is running
     second = loader.load(1)
     gate.set()
-    assert await asyncio.gather(first, second) == [2, 2]
+    assert list(await asyncio.gather(first, second)) == [2, 2]
     assert calls == [[1]]
 
 
 async def test_without_cache_keys_are_still_deduplicated_within_a_batch() -> None:
     fetch = Recorder()
     loader = KeyedLoader(fetch, cache=False)
-    assert await asyncio.gather(loader.load(1), loader.load(1)) == [10, 10]
+    assert list(await asyncio.gather(loader.load(1), loader.load(1))) == [10, 10]
     assert await loader.load(1) == 10
     assert fetch.calls == [[1], [1]]
 
@@ -385,7 +386,7 @@ async def test_clear_during_flight_answers_callers_but_does_not_cache() -> None:
 async def test_unhashable_keys_raise_type_error_at_once() -> None:
     loader = KeyedLoader(Recorder(), name="filters")
     with pytest.raises(TypeError, match=r"loader 'filters': key \[1\] is unhashable \(list\)"):
-        loader.load([1])  # type: ignore[arg-type]
+        loader.load([1])
 
 
 async def test_cache_key_makes_keys_hashable_and_matches_result_keys() -> None:
@@ -432,7 +433,7 @@ async def test_max_queue_size_refuses_one_more_key_synchronously() -> None:
         loader.load(3)
     assert len(loader) == 2
     assert loader.stats.rejected == 1
-    assert await asyncio.gather(first, second, joined) == [10, 20, 10]
+    assert list(await asyncio.gather(first, second, joined)) == [10, 20, 10]
     assert len(loader) == 0
     loader.load(1)  # a cache hit never counts
     assert len(loader) == 0
@@ -569,8 +570,8 @@ async def test_fail_fast_on_a_raising_batch_cancels_the_batches_in_flight() -> N
 
     loader = KeyedLoader(fetch, max_batch_size=1, error_mode="fail-fast")
     results = await asyncio.gather(loader.load(1), loader.load(0), return_exceptions=True)
-    assert all(isinstance(r, BatchError) for r in results)
-    assert isinstance(results[0].__cause__, ConnectionError)
+    errors = each_is(BatchError, results)
+    assert isinstance(errors[0].__cause__, ConnectionError)
     await asyncio.wait_for(cancelled.wait(), 1)
 
 
@@ -591,7 +592,7 @@ def test_retry_mode_retries_a_failed_batch_with_backoff() -> None:
             retry=RetryPolicy(retries=3, base_delay_ms=100, factor=2, jitter=False),
         )
         values = await asyncio.gather(loader.load(1), loader.load(2))
-        return times, values, loader.stats
+        return times, list(values), loader.stats
 
     times, values, stats = run_virtual(main)
     assert values == [1, 2]
@@ -611,7 +612,7 @@ def test_retry_mode_retries_only_the_keys_that_failed() -> None:
 
         loader = KeyedLoader(fetch, error_mode="retry", retry=RetryPolicy(retries=5))
         values = await asyncio.gather(loader.load(1), loader.load(2), loader.load(3))
-        return calls, values
+        return calls, list(values)
 
     calls, values = run_virtual(main)
     assert values == [1, 2, 3]
@@ -649,7 +650,7 @@ def test_retry_skips_exceptions_outside_retry_on_and_never_retries_misses() -> N
             fetch, error_mode="retry", retry=RetryPolicy(retry_on=(ConnectionError,))
         )
         results = await asyncio.gather(loader.load(1), loader.load(2), return_exceptions=True)
-        return calls, results
+        return calls, list(results)
 
     calls, results = run_virtual(main)
     assert calls == 1
@@ -705,7 +706,7 @@ def test_retry_backoff_holds_no_concurrency_slot() -> None:
 
 
 def test_flush_dispatches_at_once_and_awaits_the_batches() -> None:
-    async def main() -> tuple[float, int]:
+    async def main() -> tuple[float, int | None]:
         loader = KeyedLoader(Recorder(), max_wait_ms=10_000)
         future = loader.load(1)
         await loader.flush()
@@ -766,11 +767,27 @@ async def test_async_with_closes_gracefully() -> None:
 def test_a_loader_created_outside_any_loop_works_in_one_loop_after_another() -> None:
     loader = KeyedLoader(Recorder())
 
-    async def main() -> int:
+    async def main() -> int | None:
         return await loader.load(1)
 
     assert asyncio.run(main()) == 10
     assert asyncio.run(main()) == 10
+
+
+def test_a_loader_left_waiting_by_a_closed_loop_starts_afresh_in_the_next() -> None:
+    fetch = Recorder()
+    loader = KeyedLoader(fetch, max_wait_ms=50)
+
+    async def abandon() -> None:
+        loader.load(1)  # its loop ends before the batch is due
+
+    async def main() -> int | None:
+        return await loader.load(1)
+
+    run_virtual(abandon)
+    assert fetch.calls == []
+    assert run_virtual(main) == 10
+    assert fetch.calls == [[1]]
 
 
 async def test_a_loader_used_from_a_second_open_loop_raises_a_clear_error() -> None:
@@ -859,7 +876,7 @@ async def test_load_many_of_two_cached_misses_fails_once() -> None:
 async def test_a_resolver_awaiting_three_times_while_nobody_loads_still_joins() -> None:
     fetch = Recorder()
     loader = KeyedLoader(fetch)
-    assert await asyncio.gather(_after(0, loader, 1), _after(3, loader, 2)) == [10, 20]
+    assert list(await asyncio.gather(_after(0, loader, 1), _after(3, loader, 2))) == [10, 20]
     assert fetch.calls == [[1, 2]]
 
 
@@ -876,7 +893,7 @@ async def test_on_a_busy_loop_a_few_quiet_iterations_end_the_batch() -> None:
     for _ in range(MAX_COALESCE_ITERATIONS):
         await asyncio.sleep(0)
     late = loader.load(2)
-    assert await asyncio.gather(first, late) == [10, 20]
+    assert list(await asyncio.gather(first, late)) == [10, 20]
     await spinner
     assert fetch.calls == [[1], [2]]
 

@@ -60,7 +60,7 @@ from gqlbatch import (
     RetryPolicy,
 )
 from tests._harness import bounded
-from tests._loop import VirtualClockLoop, run_virtual
+from tests._loop import VirtualClockLoop, run_virtual, settle
 
 KEYS = st.integers(0, 4)
 KINDS = ["value", "value", "value", "miss", "exc"]  # what the batch function does per key
@@ -121,6 +121,10 @@ class Entry:
     final: Expect | list[Expect] | None = None  # the model's outcome, once answered
     callbacks: int = 0
     seen: Any = None
+
+    def count_callback(self, _future: asyncio.Future[Any]) -> None:
+        """A done-callback: counts how many times the future ran its callbacks."""
+        self.callbacks += 1
 
 
 @dataclass(eq=False)
@@ -224,14 +228,8 @@ class LoaderMachine(RuleBasedStateMachine):
         return result
 
     async def settle(self) -> None:
-        ready = self.loop._ready  # CPython's queue of callbacks for the next iteration
-        for _ in range(SETTLE_ITERATIONS):
-            await asyncio.sleep(0)
-            if not ready:
-                await asyncio.sleep(0)
-                if not ready:
-                    return
-        raise AssertionError(f"still busy after {SETTLE_ITERATIONS} iterations at one instant")
+        """Run loop iterations until nothing is ready to run without the clock moving."""
+        await settle(SETTLE_ITERATIONS)
 
     def sync(self, action: Callable[[], Any]) -> Any:
         """Call ``action`` inside the running loop, as a resolver would, in one tick."""
@@ -606,7 +604,7 @@ class LoaderMachine(RuleBasedStateMachine):
 
     def hand_out(self, entry: Entry, future: asyncio.Future[Any]) -> None:
         entry.future = future
-        future.add_done_callback(lambda _f, e=entry: setattr(e, "callbacks", e.callbacks + 1))
+        future.add_done_callback(entry.count_callback)
         self.entries.append(entry)
 
     def load_now(self, key: int) -> None:
@@ -999,7 +997,7 @@ def test_load_many_fetches_a_duplicate_key_once_when_max_batch_size_splits_it() 
         calls.append(list(keys))
         return {k: k for k in keys}
 
-    async def main() -> list[int]:
+    async def main() -> list[int | None]:
         loader = KeyedLoader(fetch, cache=False, max_batch_size=2)
         values = await loader.load_many([1, 2, 1])
         await loader.aclose()

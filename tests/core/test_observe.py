@@ -98,6 +98,41 @@ async def test_a_raising_observer_is_reported_and_changes_nothing(log: Log) -> N
     assert [kind for kind, _ in log.events] == ["start", "end"]
 
 
+async def test_an_observer_raising_at_the_end_of_a_call_is_reported_and_changes_nothing(
+    log: Log,
+) -> None:
+    class FailsAtEnd:
+        def batch_started(self, info: BatchInfo) -> None:
+            return None
+
+        def batch_finished(self, *args: Any) -> None:
+            raise RuntimeError("observer bug")
+
+    reports: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, ctx: reports.append(ctx))
+    failing = FailsAtEnd()
+    add_observer(failing)
+    try:
+        queue = BatchedQueue(lambda items: asyncio.sleep(0, items), max_wait_ms=0)
+        assert await queue.enqueue(5) == 5
+    finally:
+        remove_observer(failing)
+    assert [report["message"] for report in reports] == [f"gqlbatch observer {failing!r} raised"]
+    assert isinstance(reports[0]["exception"], RuntimeError)
+    assert [kind for kind, _ in log.events] == ["start", "end"]
+
+
+async def test_observers_hear_a_result_of_the_wrong_shape_as_the_call_s_error(log: Log) -> None:
+    async def listing(keys: list[int]) -> list[int]:
+        return keys
+
+    loader = KeyedLoader(listing, name="listing")  # type: ignore[arg-type]
+    with pytest.raises(BatchError):
+        await loader.load(1)
+    ends = [detail for kind, detail in log.events if kind == "end"]
+    assert ends == [(1, "TypeError", 0)]
+
+
 async def test_observers_hear_the_end_of_a_cancelled_call(log: Log) -> None:
     started = asyncio.Event()
 

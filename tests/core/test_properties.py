@@ -22,7 +22,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gqlbatch import BatchError, KeyedLoader, MissingKeyError, RetryPolicy
-from tests._harness import bounded, run_checked
+from tests._harness import bounded
+from tests._loop import run_virtual
 
 # -- the example's world --------------------------------------------------------------
 
@@ -136,16 +137,15 @@ class Scenario:
             kwargs["many"] = world.form == "many"
         if world.cache_key:
             kwargs["cache_key"] = str.lower
-        self.loader: KeyedLoader[Any, Any] = KeyedLoader(
-            self.batch_fn,
+        kwargs.update(
             missing=world.missing,
             max_batch_size=world.max_batch_size,
             max_wait_ms=world.max_wait_ms,
             max_concurrency=world.max_concurrency,
             cache=world.cache,
             name="prop",
-            **kwargs,
         )
+        self.loader: KeyedLoader[Any, Any] = KeyedLoader(self.batch_fn, **kwargs)
 
     # -- keys ----------------------------------------------------------------------
 
@@ -186,7 +186,7 @@ class Scenario:
                 elif fate == ERROR:
                     out[key] = call.errors[i] = LookupError(f"no luck for {i}")
             return out
-        rows = []
+        rows: list[Any] = []
         for key, i in answered:
             if w.fate.get(i, VALUE) == VALUE:
                 count = rows_of(i) if w.form == "many" else 1
@@ -320,7 +320,7 @@ class Scenario:
 @bounded(max_examples=200)
 def test_every_caller_gets_exactly_its_own_keys_outcome(world: World) -> None:
     scenario = Scenario(world)
-    run_checked(scenario.run)
+    run_virtual(scenario.run)
 
 
 # -- retry mode ------------------------------------------------------------------------
@@ -462,7 +462,7 @@ def test_retry_mode_retries_only_the_failed_keys_and_counts_attempts(world: Retr
             if raised is not None and not any(set(keys) <= set(c[1]) for c in calls[n + 1 :])
         )
 
-    run_checked(main)
+    run_virtual(main)
 
 
 # -- the harness itself: a property suite that cannot fail proves nothing --------------
@@ -492,4 +492,4 @@ def test_the_harness_fails_an_example_that_leaks_hangs_or_leaves_a_report(
     main: Any, complaint: str
 ) -> None:
     with pytest.raises(AssertionError, match=complaint):
-        run_checked(main)
+        run_virtual(main)

@@ -16,6 +16,7 @@ from gqlbatch import (
     QueueClearedError,
     QueueFullError,
 )
+from tests._harness import each_is
 from tests._loop import run_virtual
 
 pytestmark = pytest.mark.usefixtures("loop_reports")
@@ -57,7 +58,7 @@ async def test_items_are_never_deduplicated() -> None:
         return [i.upper() for i in items]
 
     queue = BatchedQueue(record, max_wait_ms=0)
-    assert await asyncio.gather(queue.enqueue("a"), queue.enqueue("a")) == ["A", "A"]
+    assert list(await asyncio.gather(queue.enqueue("a"), queue.enqueue("a"))) == ["A", "A"]
     assert seen == [["a", "a"]]
 
 
@@ -75,7 +76,7 @@ async def test_fewer_results_reject_the_orphaned_callers_and_extras_are_ignored(
         return [*items, 99, 100]
 
     queue = BatchedQueue(long, max_wait_ms=0)
-    assert await asyncio.gather(queue.enqueue(1), queue.enqueue(2)) == [1, 2]
+    assert list(await asyncio.gather(queue.enqueue(1), queue.enqueue(2))) == [1, 2]
 
 
 async def test_an_exception_at_position_i_fails_item_i_only() -> None:
@@ -101,7 +102,7 @@ async def test_with_key_of_results_are_correlated_by_key() -> None:
         queue.enqueue({"id": "c"}),
         return_exceptions=True,
     )
-    assert results[:3] == [1, 2, 1]
+    assert list(results[:3]) == [1, 2, 1]
     assert isinstance(results[3], MissingKeyError)
     assert "queue 'upsert': the processor returned no result for key 'c'" in str(results[3])
 
@@ -196,7 +197,9 @@ def test_items_that_arrive_while_every_slot_is_busy_join_the_next_call() -> None
 
     calls, finished = run_virtual(main)
     # The first call at 10 ms; each later one takes what came during the one before.
-    assert calls[0] == (pytest.approx(0.01), 2)
+    when, size = calls[0]
+    assert when == pytest.approx(0.01)
+    assert size == 2
     assert [when for when, _ in calls[1:]] == pytest.approx([0.11 + 0.1 * n for n in range(10)])
     assert sum(size for _, size in calls) == 200
     assert all(size >= 10 for _, size in calls[1:-1]), calls
@@ -239,8 +242,8 @@ async def test_a_failing_batch_gives_each_caller_its_own_error() -> None:
         raise OSError("disk full")
 
     queue = BatchedQueue(fail, max_wait_ms=0, name="w")
-    errors = await asyncio.gather(queue.enqueue(1), queue.enqueue(2), return_exceptions=True)
-    assert all(isinstance(e, BatchError) for e in errors)
+    outcomes = await asyncio.gather(queue.enqueue(1), queue.enqueue(2), return_exceptions=True)
+    errors = each_is(BatchError, outcomes)
     assert errors[0] is not errors[1]
     assert [e.key for e in errors] == [1, 2]
     assert str(errors[0]) == "queue 'w': batch failed after 1 attempt for key 1: OSError: disk full"
@@ -254,8 +257,7 @@ async def test_fail_fast_rejects_the_rest_of_the_queue() -> None:
 
     queue = BatchedQueue(process, max_batch_size=1, max_wait_ms=0, error_mode="fail-fast")
     results = await asyncio.gather(*(queue.enqueue(i) for i in range(3)), return_exceptions=True)
-    assert all(isinstance(r, BatchError) for r in results)
-    assert all(isinstance(r.__cause__, RuntimeError) for r in results)
+    assert all(isinstance(r.__cause__, RuntimeError) for r in each_is(BatchError, results))
     assert await queue.enqueue(5) == 5
 
 
@@ -280,7 +282,7 @@ async def test_a_processor_returning_a_non_list_fails_the_batch() -> None:
     async def bad(items: list[int]) -> int:
         return 3
 
-    queue = BatchedQueue(bad, max_wait_ms=0)  # type: ignore[arg-type]
+    queue: BatchedQueue[int, int] = BatchedQueue(bad, max_wait_ms=0)  # type: ignore[arg-type]
     with pytest.raises(BatchError, match="must return a list aligned with its items"):
         await queue.enqueue(1)
 

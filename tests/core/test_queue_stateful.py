@@ -42,7 +42,7 @@ from gqlbatch import (
     QueueFullError,
 )
 from tests._harness import bounded
-from tests._loop import VirtualClockLoop
+from tests._loop import VirtualClockLoop, settle
 
 KINDS = ["ok", "ok", "ok", "exc", "poison", "short", "extra"]
 SETTLE_ITERATIONS = 1000  # most loop iterations a step may take at one instant
@@ -79,6 +79,10 @@ class Entry:
     outcome: Any = field(default=None)  # first outcome observed
     seen: bool = False
 
+    def count_callback(self, _future: asyncio.Future[Any]) -> None:
+        """A done-callback: counts how many times the future ran its callbacks."""
+        self.callbacks += 1
+
 
 class QueueMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
@@ -112,14 +116,7 @@ class QueueMachine(RuleBasedStateMachine):
 
     async def settle(self) -> None:
         """Run loop iterations until nothing is ready to run without the clock moving."""
-        ready = self.loop._ready  # CPython's queue of callbacks for the next iteration
-        for _ in range(SETTLE_ITERATIONS):
-            await asyncio.sleep(0)
-            if not ready:
-                await asyncio.sleep(0)
-                if not ready:
-                    return
-        raise AssertionError(f"still busy after {SETTLE_ITERATIONS} iterations at one instant")
+        await settle(SETTLE_ITERATIONS)
 
     def now(self) -> float:
         return self.loop.time()
@@ -153,7 +150,7 @@ class QueueMachine(RuleBasedStateMachine):
         process_ms: int,
         keyed: bool,
     ) -> None:
-        self.config = {
+        self.config: dict[str, Any] = {
             "max_batch_size": max_batch_size,
             "max_wait_ms": max_wait_ms,
             "max_queue_size": max_queue_size,
@@ -244,7 +241,7 @@ class QueueMachine(RuleBasedStateMachine):
             assert self.queue.size == before + 1
             self.accepted += 1
             entry = Entry(item, future, self.generation, self.now())
-            future.add_done_callback(lambda _f, e=entry: setattr(e, "callbacks", e.callbacks + 1))
+            future.add_done_callback(entry.count_callback)
             self.entries.append(entry)
             self.entry_of[item.ident] = entry
 

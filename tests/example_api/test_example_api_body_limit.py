@@ -6,7 +6,7 @@ from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
-from example_api.app import BodySizeLimit
+from example_api.middleware import BodySizeLimit
 
 LIMIT = 100
 

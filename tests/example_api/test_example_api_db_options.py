@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from starlette.routing import Route
 
 from example_api.app import create_app
 from example_api.db import create_engine
 from example_api.loaders import Loaders
 from example_api.settings import DatabaseOptions, Settings, SettingsError
+from gqlbatch.strawberry import GraphQL
 
 
 def test_database_options_default_to_bounded_waits() -> None:
@@ -89,7 +91,8 @@ async def test_a_statement_timeout_of_zero_means_none(pg_url: str) -> None:
 def _loader_timeouts(settings: Settings) -> list[float | None]:
     """The batch timeout of every loader of a request of the app made from ``settings``."""
     app = create_app(settings)
-    (view,) = [route.endpoint for route in app.routes if getattr(route, "path", "") == "/graphql"]
+    (view,) = [r.endpoint for r in app.routes if isinstance(r, Route) and r.path == "/graphql"]
+    assert isinstance(view, GraphQL)
     registry = view.registry(sessions=view.sessions, statements=None)
     timeouts = {registry.get(name).options.batch_timeout_ms for name in Loaders.declared()}
     return sorted(timeouts, key=str)

@@ -55,7 +55,7 @@ def test_client_errors_stay_readable(server: Server) -> None:
     ]
     body = server.graphql('mutation { recordView(postId: "99999") { accepted } }')
     assert _messages(body) == ["post 99999 does not exist"]
-    assert body["errors"][0]["extensions"] == {"code": "NOT_FOUND"}  # type: ignore[index]
+    assert body["errors"][0]["extensions"] == {"code": "NOT_FOUND"}
 
 
 def test_http_operation_batching_can_be_capped(server: Server) -> None:

@@ -10,7 +10,6 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -21,12 +20,13 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 
 from example_api import migrations
-from example_api.app import create_app, tracing_from_env
+from example_api.app import create_app
 from example_api.db import create_engine
 from example_api.metrics import Metrics
 from example_api.seed import SeedPlan, seed
 from example_api.settings import Settings, SettingsError
 from gqlbatch import BatchInfo
+from tests._harness import attributes_of
 from tests.example_api.e2e.server import FOUR_LEVELS, private_database
 
 QUERY = FOUR_LEVELS % 10
@@ -165,7 +165,8 @@ def test_outcomes_are_ok_partial_or_error_per_loader() -> None:
         (retry, None, 1),
         (queue, None, 0),
     ):
-        metrics.batch_finished(metrics.batch_started(info), info, error, failed)
+        metrics.batch_started(info)
+        metrics.batch_finished(None, info, error, failed)
     values = samples(metrics.render())
     assert values['example_api_loader_batch_attempts_total{loader="user"}'] == 2
     assert values['example_api_loader_batch_retries_total{loader="user"}'] == 1
@@ -217,12 +218,12 @@ async def test_each_batch_span_lies_under_the_graphql_operation_span(seeded: str
     operation = operations[0]
     batches = [span for span in spans if span.name.startswith("gqlbatch ")]
     loaders = body["extensions"]["gqlbatch"]["loaders"]
-    assert {span.attributes["gqlbatch.loader"] for span in batches} == set(loaders)
+    assert {attributes_of(span)["gqlbatch.loader"] for span in batches} == set(loaders)
     assert len(batches) == sum(stats["batches"] for stats in loaders.values())
     for span in batches:
         assert operation in _ancestors(span, by_id), span.name
         assert span.context.trace_id == operation.context.trace_id
-        attributes: dict[str, Any] = dict(span.attributes or {})
+        attributes = attributes_of(span)
         name = attributes["gqlbatch.loader"]
         assert span.name == f"gqlbatch {name}"
         assert attributes["gqlbatch.kind"] == "loader"
@@ -230,11 +231,13 @@ async def test_each_batch_span_lies_under_the_graphql_operation_span(seeded: str
         assert attributes["gqlbatch.attempt"] == 1
         assert attributes["gqlbatch.outcome"] == "ok"
         assert attributes["gqlbatch.wait_ms"] >= 0
+        assert span.start_time is not None and operation.start_time is not None
+        assert span.end_time is not None and operation.end_time is not None
         assert span.start_time >= operation.start_time
         assert span.end_time <= operation.end_time
     sizes = {name: 0 for name in loaders}
     for span in batches:
-        sizes[span.attributes["gqlbatch.loader"]] += span.attributes["gqlbatch.batch_size"]
+        sizes[attributes_of(span)["gqlbatch.loader"]] += attributes_of(span)["gqlbatch.batch_size"]
     assert sizes == {name: stats["keys_dispatched"] for name, stats in loaders.items()}
 
 
@@ -253,8 +256,8 @@ async def test_without_tracing_no_span_is_made(sqlite_url: str) -> None:
 
 
 def test_the_tracing_switch_reads_example_api_otel() -> None:
-    assert tracing_from_env({}) is False
-    assert tracing_from_env({"EXAMPLE_API_OTEL": "1"}) is True
-    assert tracing_from_env({"EXAMPLE_API_OTEL": " Off "}) is False
+    assert Settings.from_env({}).tracing is False
+    assert Settings.from_env({"EXAMPLE_API_OTEL": "1"}).tracing is True
+    assert Settings.from_env({"EXAMPLE_API_OTEL": " Off "}).tracing is False
     with pytest.raises(SettingsError, match=r"EXAMPLE_API_OTEL must be one of .* got 'maybe'"):
-        tracing_from_env({"EXAMPLE_API_OTEL": "maybe"})
+        Settings.from_env({"EXAMPLE_API_OTEL": "maybe"})

@@ -17,11 +17,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from example_api import migrations
-from example_api.app import GC_YOUNG_THRESHOLD, create_app, gc_tuned
+from example_api.app import create_app
 from example_api.db import create_engine, create_sessionmaker
+from example_api.gc_tuning import GC_YOUNG_THRESHOLD, gc_tuned
 from example_api.loaders import Loaders
 from example_api.metrics import Metrics
-from example_api.models import Comment, Post, Tag, User, post_tags
+from example_api.models import Base, Comment, Post, post_tags
 from example_api.seed import SeedPlan, is_empty, seed
 from example_api.settings import DEFAULT_DATABASE_URL, Settings, SettingsError
 from example_api.views import ViewCounter, ViewsClosedError, add_views
@@ -94,13 +95,8 @@ async def _dump(url: str) -> dict[str, list[tuple[object, ...]]]:
     try:
         async with engine.connect() as connection:
             out = {}
-            for table in (
-                User.__table__,
-                Post.__table__,
-                Comment.__table__,
-                Tag.__table__,
-                post_tags,
-            ):
+            tables = [Base.metadata.tables[name] for name in ("users", "posts", "comments", "tags")]
+            for table in (*tables, post_tags):
                 rows = await connection.execute(select(table).order_by(*table.primary_key.columns))
                 out[table.name] = [tuple(row) for row in rows]
             return out
@@ -274,12 +270,15 @@ async def test_views_from_many_callers_become_one_update_per_batch(sqlite_url: s
     with pytest.raises(ViewsClosedError, match="shutting down"):
         views.record(1)
     async with engine.connect() as connection:
-        counts = dict((await connection.execute(select(Post.id, Post.view_count))).all())
+        counts: dict[int, int] = dict(
+            (await connection.execute(select(Post.id, Post.view_count))).all()
+        )
     assert (counts[1], counts[2]) == (3, 2)
     await engine.dispose()
 
 
-@pytest.mark.parametrize("dialect", [postgresql.asyncpg.dialect(), sqlite.dialect()])
+# SQLAlchemy does not annotate the asyncpg dialect class.
+@pytest.mark.parametrize("dialect", [postgresql.asyncpg.dialect(), sqlite.dialect()])  # type: ignore[no-untyped-call]
 def test_the_bulk_view_update_is_one_statement_whatever_the_number_of_posts(
     dialect: Dialect,
 ) -> None:
@@ -322,7 +321,9 @@ async def test_views_recorded_during_a_slow_update_go_together_in_the_next_one(
     assert metrics.views_written == 6
     await views.aclose()
     async with engine.connect() as connection:
-        counts = dict((await connection.execute(select(Post.id, Post.view_count))).all())
+        counts: dict[int, int] = dict(
+            (await connection.execute(select(Post.id, Post.view_count))).all()
+        )
     assert (counts[1], counts[2]) == (3, 3)
     await engine.dispose()
 

@@ -147,6 +147,7 @@ async def _client(
             roll = rng.random()
             post_id = rng.randint(1, posts)
             author = rng.randint(1, USERS)
+            variables: dict[str, object]
             if roll < 0.35:
                 kind, query, variables = "recordView", RECORD, {"id": str(post_id)}
             elif roll < 0.55:

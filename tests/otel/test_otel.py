@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from gqlbatch import KeyedLoader, RetryPolicy, otel
+from tests._harness import attributes_of
 
 
 @pytest.fixture
@@ -59,16 +60,16 @@ async def test_each_batch_call_is_a_span_under_the_span_that_loaded(
     for span in batch_spans:
         assert span.parent is not None
         assert span.parent.span_id == parent.get_span_context().span_id
-        assert span.attributes["gqlbatch.loader"] == "user"
-        assert span.attributes["gqlbatch.batch_size"] == 3
-    assert first.attributes["gqlbatch.attempt"] == 1
-    assert first.attributes["gqlbatch.outcome"] == "error"
+        assert attributes_of(span)["gqlbatch.loader"] == "user"
+        assert attributes_of(span)["gqlbatch.batch_size"] == 3
+    assert attributes_of(first)["gqlbatch.attempt"] == 1
+    assert attributes_of(first)["gqlbatch.outcome"] == "error"
     assert first.status.status_code is StatusCode.ERROR
     assert first.events[0].name == "exception"
-    assert second.attributes["gqlbatch.attempt"] == 2
-    assert second.attributes["gqlbatch.outcome"] == "partial"
-    assert second.attributes["gqlbatch.failed_keys"] == 1
-    assert second.attributes["gqlbatch.wait_ms"] >= first.attributes["gqlbatch.wait_ms"]
+    assert attributes_of(second)["gqlbatch.attempt"] == 2
+    assert attributes_of(second)["gqlbatch.outcome"] == "partial"
+    assert attributes_of(second)["gqlbatch.failed_keys"] == 1
+    assert attributes_of(second)["gqlbatch.wait_ms"] >= attributes_of(first)["gqlbatch.wait_ms"]
 
 
 def test_uninstrument_stops_tracing() -> None:
@@ -79,7 +80,9 @@ def test_uninstrument_stops_tracing() -> None:
     otel.uninstrument()
 
     async def main() -> None:
-        loader = KeyedLoader(lambda keys: asyncio.sleep(0, dict.fromkeys(keys, 1)))
+        loader: KeyedLoader[int, Any] = KeyedLoader(
+            lambda keys: asyncio.sleep(0, dict.fromkeys(keys, 1))
+        )
         await loader.load(1)
 
     asyncio.run(main())

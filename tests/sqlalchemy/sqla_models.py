@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Column, ForeignKey, ForeignKeyConstraint, Table, text
+from sqlalchemy import Column, ForeignKey, ForeignKeyConstraint, Table, insert, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -134,11 +134,11 @@ async def seed(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
         await conn.execute(
-            User.__table__.insert(),
+            insert(User),
             [{"id": u, "name": f"user{u}", "email": f"u{u}@example.org"} for u in range(1, 101)],
         )
         await conn.execute(
-            Post.__table__.insert(),
+            insert(Post),
             [
                 {
                     "id": (u - 1) * CHILDREN + n,
@@ -150,9 +150,7 @@ async def seed(engine: AsyncEngine) -> None:
                 for n in range(1, CHILDREN + 1)
             ],
         )
-        await conn.execute(
-            Tag.__table__.insert(), [{"id": t, "name": f"tag{t}"} for t in range(1, TAGS + 1)]
-        )
+        await conn.execute(insert(Tag), [{"id": t, "name": f"tag{t}"} for t in range(1, TAGS + 1)])
         await conn.execute(
             post_tags.insert(),
             [
@@ -162,14 +160,14 @@ async def seed(engine: AsyncEngine) -> None:
             ],
         )
         await conn.execute(
-            Comment.__table__.insert(),
+            insert(Comment),
             [
                 {"id": p, "post_id": p, "body": f"on {p}"}
                 for p in range(1, PARENTS * CHILDREN + 1, 2)
             ],
         )
         await conn.execute(
-            Account.__table__.insert(),
+            insert(Account),
             [
                 {"org": org, "login": login, "display": f"{login}@{org}"}
                 for org in ("acme", "initech")
@@ -177,7 +175,7 @@ async def seed(engine: AsyncEngine) -> None:
             ],
         )
         await conn.execute(
-            Note.__table__.insert(),
+            insert(Note),
             [
                 {"id": 1, "org": "acme", "login": "ann", "body": "a1"},
                 {"id": 2, "org": "acme", "login": "ann", "body": "a2"},
@@ -200,7 +198,7 @@ async def open_database(
             await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
         await admin.dispose()
         options["connect_args"] = {"server_settings": {"search_path": schema}}
-    engine = create_async_engine(url, **options)  # type: ignore[arg-type]
+    engine = create_async_engine(url, **options)
     counter = StatementCounter(engine)
     try:
         if seeded:

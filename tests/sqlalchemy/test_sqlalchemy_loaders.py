@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import QueuePool, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
@@ -127,14 +127,23 @@ async def test_a_key_of_the_wrong_type_fails_at_the_loader_before_any_sql(db: Da
     assert "'1'" in str(caught.value)
 
 
+def _checked_out(db: Database) -> int:
+    """Connections of ``db``'s pool in use now."""
+    pool = db.engine.pool
+    assert isinstance(pool, QueuePool)
+    return pool.checkedout()
+
+
 async def test_a_composite_key_with_a_bad_element_fails_alone_without_sql(db: Database) -> None:
     from tests.sqlalchemy.sqla_models import Account
 
     loader = by_column(Account.org, Account.login).loader(db.maker)
     with db.counter.scope() as sql:
-        good, bad = await asyncio.gather(
+        outcomes = await asyncio.gather(
             loader.load(("acme", "ann")), loader.load(("acme", 7)), return_exceptions=True
         )
+    good, bad = outcomes
+    assert isinstance(good, Account)
     assert good.display == "ann@acme"
     assert isinstance(bad, TypeError)
     assert "at position 1" in str(bad)
@@ -197,10 +206,10 @@ async def test_shared_session_serializes_concurrent_batches_on_one_session(db: D
         assert (user.id, by_email.id, len(posts)) == (1, 2, CHILDREN)
     assert recording.most_at_once == 1  # one batch at a time
     assert len({id(s) for s in recording.sessions}) == 1  # the same session throughout
-    assert db.engine.pool.checkedout() == 1  # held for the request...
+    assert _checked_out(db) == 1  # held for the request...
     await shared.aclose()
     await shared.aclose()  # idempotent
-    assert db.engine.pool.checkedout() == 0  # ...and returned at its end
+    assert _checked_out(db) == 0  # ...and returned at its end
     with pytest.raises(RuntimeError, match="SharedSession is closed"):
         await by_column(User.id).bind(shared)([1])
 
@@ -261,9 +270,11 @@ async def test_failed_and_timed_out_batches_return_their_connections(
         sessions = source_of(db, mode)
         failing = broken.loader(sessions)
         healthy = by_column(User.id).loader(sessions)
-        bad, good = await asyncio.gather(failing.load(1), healthy.load(1), return_exceptions=True)
+        outcomes = await asyncio.gather(failing.load(1), healthy.load(1), return_exceptions=True)
+        bad, good = outcomes
         assert isinstance(bad, BatchError)
         assert isinstance(bad.__cause__, DBAPIError)
+        assert isinstance(good, User)
         assert good.id == 1  # the other loader's batch is untouched
         # a later batch in the same request still works (a shared session starts afresh)
         assert (await healthy.load(2)).id == 2
@@ -428,7 +439,7 @@ async def test_statement_counter_scopes_count_only_their_own_requests(db: Databa
 
     before = db.counter.total
     counts = await asyncio.gather(request([1, 2]), request([3]), request(list(range(4, 40))))
-    assert counts == [4, 4, 4]
+    assert list(counts) == [4, 4, 4]
     assert db.counter.total - before == 12
     with db.counter.scope() as outer:
         with db.counter.scope() as inner:

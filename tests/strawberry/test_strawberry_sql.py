@@ -62,7 +62,9 @@ class Post:
 
     @strawberry.field
     async def tags(self, info: Info) -> list[Tag]:
-        return [Tag(name=t.name) for t in await info.context.loaders.tags.load(self.id)]
+        rows = await info.context.loaders.tags.load(self.id)
+        assert rows is not None  # a many-rows fetcher gives every key a list
+        return [Tag(name=t.name) for t in rows]
 
 
 @strawberry.type
@@ -77,6 +79,7 @@ class User:
     @strawberry.field
     async def posts(self, info: Info) -> list[Post]:
         rows = await info.context.loaders.posts.load(self.id)
+        assert rows is not None  # a many-rows fetcher gives every key a list
         return [Post(id=r.id, title=r.title, author_id=r.author_id) for r in rows]
 
     @strawberry.field
