@@ -229,11 +229,13 @@ class Promise:
 
 
 def _answer(waiter: Waiter, value: Any) -> None:
+    """Give ``waiter`` its value, unless it is done already (cancelled, say)."""
     if not waiter.done():
         waiter.set_result(value)
 
 
 def _fail(waiter: Waiter, error: BaseException) -> None:
+    """Give ``waiter`` its error, unless it is done already."""
     if not waiter.done():
         waiter.set_exception(error)
 
@@ -1154,6 +1156,7 @@ class _LoopWatch:
             closer.__anext__().send(None)
 
     async def _wait_for_shutdown(self) -> AsyncGenerator[None, None]:
+        """Suspend until the loop closes its async generators; then clean up."""
         try:
             yield
         finally:
@@ -1169,6 +1172,7 @@ class _LoopWatch:
 
 
 def _unbound() -> asyncio.Future[Any]:
+    """The future factory of an engine not bound yet: every caller checks first."""
     raise RuntimeError("not bound to an event loop yet")
 
 

@@ -496,6 +496,7 @@ class KeyedLoader(Engine, Generic[K, V]):
     # -- correlation (the engine's face-specific part) ---------------------------------
 
     def _correlate(self, result: Any, batch: Batch, cks: Any) -> Mapping[Hashable, Any]:
+        """Map a mapping or rows to ``{cache key: value}``, grouping rows with ``many``."""
         key_of = self._key_of
         cache_key = self._cache_key
         if key_of is None:
@@ -591,6 +592,7 @@ class KeyedLoader(Engine, Generic[K, V]):
 
 
 def _check_key_type(value: object) -> type | tuple[type, ...] | None:
+    """``key_type=``: a type, a non-empty tuple of types, or None."""
     if value is None or isinstance(value, type):
         return value
     if isinstance(value, tuple) and value and all(isinstance(t, type) for t in value):
@@ -599,6 +601,7 @@ def _check_key_type(value: object) -> type | tuple[type, ...] | None:
 
 
 def _check_cache_map(value: object) -> CacheMap | None:
+    """``cache_map=``: None, or an object with the four methods the loader calls."""
     if value is None:
         return None
     missing = [
@@ -615,6 +618,7 @@ def _check_cache_map(value: object) -> CacheMap | None:
 
 
 def _check_observers(value: object) -> tuple[BatchObserver, ...]:
+    """``observers=``: an iterable of objects with both observer methods."""
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise TypeError(f"observers must be a sequence of observers, got {value!r}")
     observers = tuple(value)

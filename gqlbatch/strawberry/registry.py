@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Mapping
+from threading import get_ident
 from typing import Any, ClassVar, Generic, NoReturn, TypeVar, overload
 
 from gqlbatch import (
@@ -191,6 +192,7 @@ class LoaderRegistry:
         self._loaders: dict[str, KeyedLoader[Any, Any]] = {}
         self._sql: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None  # the thread running ``_loop``
         self._operations = 0
         self._closed = False
 
@@ -241,6 +243,7 @@ class LoaderRegistry:
         loaders = list(self._loaders.values())
         self._loaders.clear()
         self._loop = None
+        self._thread = None
         for made in loaders:
             await made.aclose()
 
@@ -261,6 +264,8 @@ class LoaderRegistry:
         if self._closed:
             raise RegistryClosedError(type(self).__name__, spec.attribute)
         made = self._loaders.get(spec.attribute)
+        if made is not None and self._thread == get_ident():
+            return made  # the thread of the loop it was created on: that loop (no syscall)
         loop = _running_loop()
         if made is not None:
             # The core raises WrongEventLoopError on use; failing at access points at
@@ -270,6 +275,7 @@ class LoaderRegistry:
             return made
         if self._loop is None:
             self._loop = loop
+            self._thread = get_ident() if loop is not None else None
         elif loop is not None and loop is not self._loop:
             raise WrongEventLoopError(spec.options.get("name", spec.attribute))
         made = self._create(spec)
@@ -331,6 +337,7 @@ class LoaderRegistry:
         self._loaders.clear()
         self._sql.clear()
         self._loop = None
+        self._thread = None
         for made in loaders:
             made.close()
 
