@@ -13,6 +13,9 @@ GraphQL operation gets an OpenTelemetry span from Strawberry's
 the resolver that caused it (``gqlbatch.otel``). Spans go to the global
 tracer provider unless ``create_app`` is given one.
 
+Shared cache: with ``EXAMPLE_API_REDIS_URL`` the ``user`` and ``post`` loaders
+share a cache on Redis across processes (:mod:`example_api.shared_cache`).
+
 Lifecycle: on start the server applies ``alembic upgrade head`` (unless
 ``EXAMPLE_API_MIGRATE=0``), opens the view queue and tunes the garbage
 collector (unless ``EXAMPLE_API_GC_TUNING=0``; see
@@ -28,7 +31,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, nullcontext
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import strawberry
 from sqlalchemy import text
@@ -36,13 +39,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
-from strawberry.extensions import (
-    DisableIntrospection,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    QueryDepthLimiter,
-    SchemaExtension,
-)
+from strawberry.extensions import DisableIntrospection, MaxTokensLimiter, SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 
 from example_api import migrations, schema
@@ -51,15 +48,30 @@ from example_api.db import create_engine, create_sessionmaker
 from example_api.extensions import ErrorCodes, ExampleSchema, PublicErrors, RequestStats
 from example_api.gc_tuning import gc_tuned
 from example_api.graphiql import ASSETS_PATH, GraphQLWithPage, assets_app, graphiql_html
+from example_api.guard import (
+    Admission,
+    AdmissionExtension,
+    HostCheck,
+    OperationGuard,
+    SecurityHeaders,
+)
 from example_api.loaders import Loaders, registry_options
 from example_api.metrics import Metrics
 from example_api.middleware import BodySizeLimit, MetricsMiddleware
 from example_api.settings import Settings, SettingsError
+from example_api.shared_cache import SharedCache
 from example_api.state import AppState
 from example_api.views import ViewCounter
 from gqlbatch import add_observer, remove_observer
 from gqlbatch.sqlalchemy import PerBatchSessions, StatementCounter
-from gqlbatch.strawberry import LoaderExtension
+from gqlbatch.strawberry import (
+    AliasLimiter,
+    CostLimiter,
+    DepthLimiter,
+    LoaderExtension,
+    OperationNameRequired,
+    RepeatLimiter,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -80,9 +92,19 @@ def _require_opentelemetry() -> None:
         ) from None
 
 
+def cost_options(settings: Settings) -> dict[str, Any]:
+    """:class:`CostLimiter`'s options for ``settings``: the blog's lists are paged by ``limit``."""
+    return {
+        "max_cost": settings.max_cost,
+        "default_list_size": settings.max_page_size,
+        "max_list_size": settings.max_page_size,  # a larger limit gets the page-size error
+    }
+
+
 def build_schema(
     settings: Settings,
     *,
+    admission: Admission | None = None,
     tracing: bool = False,
     tracer_provider: TracerProvider | None = None,
     query: type = schema.Query,
@@ -94,6 +116,7 @@ def build_schema(
     the operation's span encloses everything else the request does; its spans
     go to ``tracer_provider`` (default: the global one). ``query`` and
     ``mutation`` are the root types (default: the blog's, in :mod:`example_api.schema`).
+    ``admission`` holds expensive operations back (:mod:`example_api.guard`).
     """
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = []
     if tracing:
@@ -107,8 +130,17 @@ def build_schema(
     extensions += [
         ErrorCodes,  # a code in extensions.code for syntax and validation errors
         partial(MaxTokensLimiter, max_token_count=settings.max_tokens),
-        partial(QueryDepthLimiter, max_depth=settings.max_depth),
-        partial(MaxAliasesLimiter, max_alias_count=settings.max_aliases),
+        # Before validation, each linear in the document: a refusal skips validation.
+        OperationNameRequired,
+        partial(DepthLimiter, max_depth=settings.max_depth),
+        partial(AliasLimiter, max_alias_count=settings.max_aliases),
+        partial(RepeatLimiter, max_repeats=settings.max_repeats),
+        # The cost limit; with admission, the same walk also decides who waits for a slot.
+        partial(AdmissionExtension, admission=admission, **cost_options(settings))
+        if admission is not None
+        else partial(CostLimiter, **cost_options(settings)),
+    ]
+    extensions += [
         LoaderExtension.with_statistics(settings.debug),  # closes loaders; debug: stats
         RequestStats,  # after LoaderExtension, so it ends first: loaders still counted
     ]
@@ -150,6 +182,9 @@ def create_app(
     state = AppState(
         settings=settings, engine=engine, sessions=create_sessionmaker(engine), metrics=Metrics()
     )
+    shared = state.shared_cache = SharedCache(settings) if settings.redis_url else None
+    if shared is not None:
+        state.metrics.add_circuits(shared.circuit_states())
     custom = "" if query is schema.Query else f", query type {query.__module__}.{query.__name__}"
 
     @asynccontextmanager
@@ -161,6 +196,7 @@ def create_app(
             state.metrics,
             max_queue_size=settings.view_queue_size,
             flush_ms=settings.view_flush_ms,
+            after_write=shared.posts_changed if shared is not None else None,
         )
         add_observer(state.metrics)  # loader batch sizes, waits, outcomes for /metrics
         if tracing:
@@ -182,12 +218,21 @@ def create_app(
             log.info("GraphiQL: open %s in a browser", settings.graphql_url)
         else:
             log.info("GraphQL endpoint: POST %s (no GraphiQL in production)", settings.graphql_url)
+        if settings.auth_secret:
+            log.info("authorization on: mutations need a bearer token; email is owner-only")
+        else:
+            log.info(
+                "authorization OFF (EXAMPLE_API_AUTH_SECRET unset): anyone may write as any "
+                "user and read every email"
+            )
         with gc_tuned() if settings.gc_tuning else nullcontext():
             try:
                 yield
             finally:
                 log.info("example_api stopping: writing %d pending views", views.pending)
                 await views.aclose()
+                if shared is not None:
+                    await shared.aclose()
                 remove_observer(state.metrics)
                 if tracing:
                     from gqlbatch import otel
@@ -214,12 +259,21 @@ def create_app(
     graphql: GraphQLWithPage[Loaders] = GraphQLWithPage(
         build_schema(
             settings,
+            admission=Admission(
+                max_expensive=settings.max_expensive,
+                cheap_cost=settings.cheap_cost,
+                wait_ms=settings.admission_wait_ms,
+            ),
             tracing=tracing,
             tracer_provider=tracer_provider,
             query=query,
             mutation=mutation,
         ),
-        registry=partial(Loaders, options=registry_options(settings.database)),
+        registry=partial(
+            Loaders,
+            options=registry_options(settings.database),
+            loader_options=shared.loader_options() if shared is not None else None,
+        ),
         sessions=PerBatchSessions(state.sessions),
         statements=statements,
         context_class=partial(AppContext, state=state),
@@ -242,6 +296,14 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.example_api = state
+    # The last added is the outermost.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        OperationGuard,
+        timeout_ms=settings.request_timeout_ms,
+        max_response_bytes=settings.max_response_bytes,
+    )
+    app.add_middleware(HostCheck, allowed_hosts=settings.allowed_host_names)
+    app.add_middleware(SecurityHeaders)  # on every answer, the Host check's 400 too
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: counts 413s
     return app

@@ -1,4 +1,4 @@
-"""``python -m example_api serve|seed|migrate``: the example API's command line.
+"""``python -m example_api serve|seed|migrate|token``: the example API's command line.
 
 Every setting's flag (declared with the setting in :mod:`example_api.settings`)
 overrides its environment variable, so ``DATABASE_URL=... python -m example_api
@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from example_api import migrations
+from example_api.auth import DEFAULT_TTL_SECONDS, issue
 from example_api.db import create_engine
 from example_api.seed import SeedPlan, is_empty, seed
 from example_api.settings import Settings, SettingsError, add_flags, from_flags
@@ -67,6 +68,14 @@ def serve(args: argparse.Namespace) -> int:
     os.environ.update(replace(settings, migrate_on_start=False).to_env())
     if settings.debug and settings.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("debug mode on %s: GraphiQL and full errors are public", settings.host)
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and set(
+        settings.allowed_host_names
+    ) <= {"127.0.0.1", "localhost", "::1"}:
+        log.warning(
+            "listening on %s, but only requests for a loopback name are answered: set "
+            "EXAMPLE_API_ALLOWED_HOSTS (--allowed-hosts) to the names clients use",
+            settings.host,
+        )
     uvicorn.run(
         args.factory,
         factory=True,
@@ -77,6 +86,9 @@ def serve(args: argparse.Namespace) -> int:
         log_config=_log_config(args.log_level),
         timeout_graceful_shutdown=args.graceful_timeout,
         lifespan="on",
+        server_header=False,  # no banner naming the server and its version
+        http="example_api.protocol:HeaderTimeoutProtocol",  # idle and trickled headers closed
+        limit_concurrency=settings.max_connections,
     )
     return 0
 
@@ -147,6 +159,13 @@ def _seed_options(parser: argparse.ArgumentParser, users: int | None) -> None:
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
 
 
+def token_command(args: argparse.Namespace) -> int:
+    """Print a bearer token naming ``USER_ID``, signed with ``EXAMPLE_API_AUTH_SECRET``."""
+    settings = Settings.from_env()
+    print(issue(settings.auth_secret, args.user_id, ttl_seconds=args.ttl_seconds))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m example_api``."""
     parser = argparse.ArgumentParser(
@@ -178,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     seed_parser.add_argument("--if-empty", action="store_true", help="only an empty database")
     seed_parser.add_argument("--no-migrate", action="store_true", help="skip upgrade head")
 
+    token_parser = commands.add_parser(
+        "token", help="print a bearer token for a user (needs EXAMPLE_API_AUTH_SECRET)"
+    )
+    token_parser.add_argument("user_id", type=int, metavar="USER_ID")
+    token_parser.add_argument(
+        "--ttl-seconds", type=int, default=DEFAULT_TTL_SECONDS, help="validity (default 1 day)"
+    )
+
     migrate_parser = commands.add_parser("migrate", help="alembic upgrade/downgrade")
     add_flags(migrate_parser, only=("database_url",))
     migrate_parser.add_argument(
@@ -191,7 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    handlers = {"serve": serve, "seed": seed_command, "migrate": migrate_command}
+    handlers = {
+        "serve": serve,
+        "seed": seed_command,
+        "migrate": migrate_command,
+        "token": token_command,
+    }
     try:
         return handlers[args.command](args)
     except (SettingsError, ValueError) as exc:

@@ -84,8 +84,15 @@ class RequestStats(SchemaExtension):
 
 
 def is_public(error: GraphQLError) -> bool:
-    """Validation, syntax and limit errors, and errors raised as GraphQLError on purpose."""
-    return error.original_error is None or isinstance(error.original_error, GraphQLError)
+    """Validation, syntax and limit errors, and errors raised as GraphQLError on purpose.
+
+    A literal that a scalar cannot parse (``limit: 999...`` with 5,000 digits,
+    which ``int()`` refuses) is the client's too: graphql-core's validation
+    reports it as "Expected value of type ..." with the parse error attached.
+    """
+    if error.original_error is None or isinstance(error.original_error, GraphQLError):
+        return True
+    return error.path is None and error.message.startswith("Expected value of type ")
 
 
 class PublicErrors(MaskErrors):
@@ -107,8 +114,19 @@ class PublicErrors(MaskErrors):
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         processed = super()._process_errors(errors)
         for error in processed:
-            error.message = _SUGGESTION.sub("", error.message)
+            error.message = _cut(_SUGGESTION.sub("", error.message))
         return processed
+
+
+MAX_MESSAGE = 300
+"""Most characters of an error message in production: graphql-core's own messages quote
+the client's values whole (a 1 MB variable would come back in every error about it)."""
+
+
+def _cut(message: str) -> str:
+    if len(message) <= MAX_MESSAGE:
+        return message
+    return f"{message[:MAX_MESSAGE]}... ({len(message)} characters, cut)"
 
 
 class ExampleSchema(strawberry.Schema):

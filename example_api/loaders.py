@@ -5,7 +5,9 @@ instance per request, reachable as ``info.context.loaders``, each loader
 made on first use over a :mod:`gqlbatch.sqlalchemy` fetcher. A batch is one
 SQL statement per loader, whatever the number of parents:
 
-* ``user``, ``post``: one row per id (``by_column``);
+* ``user``, ``post``: one row per id (``by_column``); with
+  ``EXAMPLE_API_REDIS_URL`` they consult a cache shared by every process first
+  (:mod:`example_api.shared_cache`, given as the registry's ``loader_options``);
 * ``posts_of_user``, ``comments_of_post``, ``tags_of_post``, ``posts_of_tag``:
   a page of children for many parents at once (``by_relationship``), the
   per-parent ``limit`` applied **in SQL** by a ``row_number()`` window

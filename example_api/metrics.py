@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gqlbatch import BatchInfo, LoaderStats
+from gqlbatch import BatchInfo, CacheCallInfo, LoaderStats
 
 __all__ = ["Histogram", "Metrics"]
 
@@ -25,6 +25,10 @@ OUTCOMES = ("ok", "partial", "error")
 """A batch call's outcome, as ``gqlbatch.otel`` names it: all keys answered, some
 keys failed (per-key exceptions), or the call raised (timed out, was cancelled)."""
 KNOWN_PATHS = frozenset({"/graphql", "/healthz", "/metrics"})
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""HTTP methods counted under their own name; any other shares the label ``other``, so a
+client sending thousands of made-up methods cannot grow ``/metrics`` without bound."""
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -106,15 +110,34 @@ class Metrics:
         self.view_write_failures = 0
         self.view_batches = 0
         self._gauges = dict(gauges)
+        self.shared_calls: dict[Labels, int] = {}
+        self.shared_hits: dict[Labels, int] = {}
+        self.shared_misses: dict[Labels, int] = {}
+        self.shared_seconds: dict[Labels, float] = {}
+        self._circuits: dict[str, Callable[[], str]] = {}
 
     def add_gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         """Report ``read()`` as the gauge ``name`` at each scrape."""
         self._gauges[name] = (help_text, read)
 
+    def add_circuits(self, states: Mapping[str, Callable[[], str]]) -> None:
+        """Report each loader's shared-cache circuit state (``states[loader]()``) at each scrape."""
+        self._circuits.update(states)
+
+    def value_cache_call(self, info: CacheCallInfo) -> None:
+        """gqlbatch observer hook: each call of a loader's shared cache."""
+        loader = (("loader", info.loader or "loader"),)
+        _add(self.shared_calls, (*loader, ("operation", info.operation), ("outcome", info.outcome)))
+        self.shared_seconds[loader] = self.shared_seconds.get(loader, 0.0) + info.ms / 1000
+        if info.operation == "get" and info.outcome == "ok":
+            _add(self.shared_hits, loader, info.hits)
+            _add(self.shared_misses, loader, info.keys - info.hits)
+
     def observe_request(self, method: str, path: str, status: int, seconds: float) -> None:
-        """Count one HTTP request and its latency (unknown paths share one label)."""
+        """Count one HTTP request and its latency (unknown paths and methods share a label)."""
         route = path if path in KNOWN_PATHS else "other"
-        key = (("method", method), ("path", route), ("status", str(status)))
+        verb = method if method in KNOWN_METHODS else "other"
+        key = (("method", verb), ("path", route), ("status", str(status)))
         self.requests[key] = self.requests.get(key, 0) + 1
         self.latency.observe(seconds, (("path", route),))
 
@@ -211,6 +234,46 @@ class Metrics:
         family("example_api_loader_cache_hits_total", "counter", "Loads answered without a fetch.")
         for labels, n in sorted(self.loader_cache_hits.items()):
             out.append(f"example_api_loader_cache_hits_total{_labels(labels)} {n}")
+        shared = (
+            (
+                "example_api_shared_cache_calls_total",
+                "Calls of a loader's shared cache by operation (get, set, delete) and outcome "
+                "(ok, error: raised or timed out, skipped: circuit open).",
+                self.shared_calls,
+            ),
+            (
+                "example_api_shared_cache_hits_total",
+                "Keys a loader's shared cache answered.",
+                self.shared_hits,
+            ),
+            (
+                "example_api_shared_cache_misses_total",
+                "Keys a loader's shared cache was asked for and lacked.",
+                self.shared_misses,
+            ),
+            (
+                "example_api_shared_cache_seconds_total",
+                "Time spent in calls of a loader's shared cache.",
+                self.shared_seconds,
+            ),
+        )
+        for name, help_text, numbers in shared:
+            family(name, "counter", help_text)
+            for labels, number in sorted(numbers.items()):
+                out.append(f"{name}{_labels(labels)} {_number(number)}")
+        family(
+            "example_api_shared_cache_circuit_state",
+            "gauge",
+            "1 for the state each loader's shared-cache circuit breaker is in.",
+        )
+        for loader, state_of in sorted(self._circuits.items()):
+            current = state_of()
+            for state in ("closed", "open", "half-open"):
+                labels = (("loader", loader), ("state", state))
+                out.append(
+                    f"example_api_shared_cache_circuit_state{_labels(labels)} "
+                    f"{int(state == current)}"
+                )
         scalars = (
             ("example_api_graphql_errors_total", "GraphQL errors returned.", self.graphql_errors),
             ("example_api_views_accepted_total", "recordView calls accepted.", self.views_accepted),

@@ -4,11 +4,13 @@ No resolver below runs its own query for a relation: each asks a loader for
 its parent's key and awaits the batch (see :mod:`example_api.loaders`). Root
 fields run one query for their page. Mutations write in their own session,
 then prime or clear the request's loaders so that the rest of the request
-reads what was just written.
+reads what was just written; a write to a user or a post also deletes it from
+the shared cache (``EXAMPLE_API_REDIS_URL``) before the mutation answers.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import partial
@@ -23,6 +25,7 @@ from strawberry.types import Info
 from strawberry.types.field import StrawberryField
 
 from example_api import models
+from example_api.auth import TokenError
 from example_api.context import AppContext
 from example_api.loaders import PageKey
 from example_api.views import ViewQueueFullError, ViewsClosedError
@@ -71,14 +74,63 @@ def page_key(parent: object, info: Ctx, limit: int, offset: int) -> PageKey:
     return (int(parent.id), *page_of(info, limit, offset))  # type: ignore[attr-defined]
 
 
-def id_of(value: strawberry.ID, argument: str) -> int:
-    """The integer behind an ``ID`` argument, or a clear error naming the argument."""
+MAX_ID = 2**31 - 1
+"""The largest id: the primary keys are 32-bit on PostgreSQL (``int4``)."""
+
+EXCERPT = 40
+"""Most characters of a client's value an error message repeats."""
+
+
+def excerpt(value: object) -> str:
+    """``repr(value)``, cut to :data:`EXCERPT` characters: an error never echoes a megabyte."""
+    text = str(value)
+    if len(text) <= EXCERPT:
+        return repr(text)
+    return f"{text[:EXCERPT]!r}... ({len(text)} characters)"
+
+
+def _viewer(info: Ctx) -> int | None:
+    """The user the request's bearer token names (None: no token); a bad token is refused."""
     try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if number <= 0 or str(number) != str(value).strip():
-        raise UserInputError(f"{argument} must be a positive integer id, got {value!r}")
+        return info.context.viewer()
+    except TokenError as error:
+        raise UserInputError(str(error), code="UNAUTHENTICATED") from None
+
+
+def acting_user(
+    info: Ctx, author_id: strawberry.ID | None = None, argument: str = "authorId"
+) -> int | None:
+    """Who a mutation acts as: with tokens checked, the token's user (``author_id``, when
+    given, must name them); without, ``author_id`` as given (None when not given)."""
+    if not info.context.auth_required:
+        return None if author_id is None else id_of(author_id, argument)
+    viewer = _viewer(info)
+    if viewer is None:
+        raise UserInputError(
+            "mutations need 'Authorization: Bearer <token>' (python -m example_api token USER_ID)",
+            code="UNAUTHENTICATED",
+        )
+    if author_id is not None and id_of(author_id, argument) != viewer:
+        raise UserInputError(
+            f"{argument} must be the token's user ({viewer}), got {excerpt(author_id)}",
+            code="FORBIDDEN",
+        )
+    return viewer
+
+
+def id_of(value: strawberry.ID, argument: str) -> int:
+    """The integer behind an ``ID`` argument, or a clear error naming the argument.
+
+    Checked before any SQL: an id no row can have (0, negative, past
+    :data:`MAX_ID`, not a number) fails this field only, never the batch
+    holding the other keys.
+    """
+    text = str(value).strip()
+    number = int(text) if text.isascii() and text.isdigit() and len(text) <= 10 else 0
+    if not 0 < number <= MAX_ID or str(number) != text:
+        raise UserInputError(
+            f"{argument} must be a positive integer id up to {MAX_ID}, got {excerpt(value)}"
+        )
     return number
 
 
@@ -88,8 +140,17 @@ class User:
 
     id: strawberry.ID
     name: str
-    email: str
     created_at: datetime
+
+    @field(
+        "This user's email. When the server checks tokens (EXAMPLE_API_AUTH_SECRET), "
+        "only the user it belongs to reads it; others get null and a FORBIDDEN error."
+    )
+    def email(self, info: Ctx) -> str | None:
+        row: Any = self  # an ORM row: its email column
+        if info.context.auth_required and _viewer(info) != int(self.id):
+            raise UserInputError("email is visible to its owner only", code="FORBIDDEN")
+        return str(row.email)
 
     @field("This user's posts, oldest first.")
     async def posts(self, info: Ctx, limit: int = 10, offset: int = 0) -> list[Post]:
@@ -105,7 +166,7 @@ class Post:
     title: str
     body: str
     view_count: int = strawberry.field(
-        description="Views recorded with recordView; written in bulk a moment later."
+        description="Views recorded with recordView (each answered once written in bulk)."
     )
     created_at: datetime
     author_id: strawberry.Private[int]
@@ -165,7 +226,7 @@ class Tag:
 
 @strawberry.type
 class RecordViewPayload:
-    """A view accepted for writing; ``viewCount`` includes it a moment later."""
+    """A view written: the bulk UPDATE holding it committed before this answer."""
 
     post_id: strawberry.ID
     accepted: bool
@@ -240,7 +301,8 @@ def _tag_names(names: Iterable[str]) -> list[str]:
         )
     for name in wanted:
         if not name or len(name) > 50:
-            raise UserInputError(f"tag names must have 1 to 50 characters, got {name!r}")
+            raise UserInputError(f"tag names must have 1 to 50 characters, got {excerpt(name)}")
+        _check_storable(name, "tags")
     return wanted
 
 
@@ -261,10 +323,25 @@ async def _link_tags(session: AsyncSession, post_id: int, tag_ids: list[int]) ->
     return tag_ids
 
 
+MAX_BODY = 10_000
+"""Most characters of a post's or a comment's body."""
+
+
+def _check_storable(value: str, argument: str) -> None:
+    """Refuse what the databases cannot store: NUL (PostgreSQL), lone surrogates (UTF-8)."""
+    if "\x00" in value:
+        raise UserInputError(f"{argument} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserInputError(f"{argument} must be valid Unicode (no lone surrogates)") from None
+
+
 def _check_text(value: str, argument: str, maximum: int) -> str:
     value = value.strip()
     if not value or len(value) > maximum:
         raise UserInputError(f"{argument} must have 1 to {maximum} characters")
+    _check_storable(value, argument)
     return value
 
 
@@ -281,8 +358,11 @@ class Mutation:
         body: str = "",
         tags: list[str] | None = None,
     ) -> Post:
-        author = await _existing_user(info, id_of(author_id, "authorId"), "authorId")
+        author_number = acting_user(info, author_id)
+        assert author_number is not None  # authorId is required
+        author = await _existing_user(info, author_number, "authorId")
         title = _check_text(title, "title", 200)
+        body = _check_text(body, "body", MAX_BODY) if body.strip() else ""
         tag_names = _tag_names(tags or ())
         loaders = info.context.loaders
         async with info.context.sessions.session() as session, session.begin():
@@ -291,19 +371,71 @@ class Mutation:
             await session.flush()
             tag_ids = await _link_tags(session, post.id, await _tags_named(session, tag_names))
             await session.refresh(post)
-        write_through(loaders.post, post.id, post)
+        await write_through(loaders.post, post.id, post)
         invalidate(loaders.posts_of_user)  # every cached page: any may now hold the post
         if tag_ids:
             invalidate(loaders.posts_of_tag)
         return post  # type: ignore[return-value]
 
+    @mutation("Change a post's title or body (or both); tags and views stay as they are.")
+    async def update_post(
+        self,
+        info: Ctx,
+        id: strawberry.ID,
+        title: str | None = None,
+        body: str | None = None,
+    ) -> Post:
+        post_id = id_of(id, "id")
+        editor = acting_user(info)  # None: tokens are not checked
+        values: dict[str, str] = {}
+        if title is not None:
+            values["title"] = _check_text(title, "title", 200)
+        if body is not None:
+            values["body"] = _check_text(body, "body", MAX_BODY) if body.strip() else ""
+        if not values:
+            raise UserInputError("updatePost needs a title or a body to change")
+        async with info.context.sessions.session() as session, session.begin():
+            post = await session.get(models.Post, post_id)
+            if post is None:
+                raise UserInputError(f"post {post_id} does not exist", code="NOT_FOUND")
+            if editor is not None and post.author_id != editor:
+                raise UserInputError(
+                    f"post {post_id} is not yours to change (it is user {post.author_id}'s)",
+                    code="FORBIDDEN",
+                )
+            for name, value in values.items():
+                setattr(post, name, value)
+            await session.flush()
+            await session.refresh(post)
+        # Committed: no request that starts after this answer may read the old post,
+        # in any process (the shared cache's entry is deleted before we answer).
+        await write_through(info.context.loaders.post, post.id, post)
+        return post  # type: ignore[no-any-return]  # an ORM row
+
+    @mutation("Rename a user.")
+    async def update_user(self, info: Ctx, id: strawberry.ID, name: str) -> User:
+        user_id = acting_user(info, id, "id")
+        assert user_id is not None  # id is required
+        name = _check_text(name, "name", 100)
+        async with info.context.sessions.session() as session, session.begin():
+            user = await session.get(models.User, user_id)
+            if user is None:
+                raise UserInputError(f"user {user_id} does not exist", code="NOT_FOUND")
+            user.name = name
+            await session.flush()
+            await session.refresh(user)
+        await write_through(info.context.loaders.user, user.id, user)
+        return user  # type: ignore[no-any-return]  # an ORM row
+
     @mutation("Comment on a post.")
     async def add_comment(
         self, info: Ctx, post_id: strawberry.ID, author_id: strawberry.ID, body: str
     ) -> Comment:
+        author_number = acting_user(info, author_id)
+        assert author_number is not None  # authorId is required
         post = await _existing_post(info, id_of(post_id, "postId"))
-        author = await _existing_user(info, id_of(author_id, "authorId"), "authorId")
-        body = _check_text(body, "body", 10_000)
+        author = await _existing_user(info, author_number, "authorId")
+        body = _check_text(body, "body", MAX_BODY)
         async with info.context.sessions.session() as session, session.begin():
             comment = models.Comment(post_id=post.id, author_id=author.id, body=body)
             session.add(comment)
@@ -314,6 +446,7 @@ class Mutation:
 
     @mutation("Put a tag (created when new) on a post.")
     async def tag_post(self, info: Ctx, post_id: strawberry.ID, tag: str) -> Post:
+        acting_user(info)
         post = await _existing_post(info, id_of(post_id, "postId"))
         tag_names = _tag_names([tag])
         async with info.context.sessions.session() as session, session.begin():
@@ -324,15 +457,25 @@ class Mutation:
         return post  # type: ignore[return-value]
 
     @mutation(
-        "Count one view of a post. Views from all requests are written "
-        "together in bulk a moment later; a full queue answers VIEW_QUEUE_FULL."
+        "Count one view of a post. Views from all requests are written together in bulk; "
+        "the answer comes once this view's UPDATE committed (within the flush window). "
+        "Null with an error when the view was not written: VIEW_QUEUE_FULL, SHUTTING_DOWN, "
+        "VIEW_NOT_WRITTEN; each recordView of a request answers for itself."
     )
-    async def record_view(self, info: Ctx, post_id: strawberry.ID) -> RecordViewPayload:
+    async def record_view(self, info: Ctx, post_id: strawberry.ID) -> RecordViewPayload | None:
+        acting_user(info)
         post = await _existing_post(info, id_of(post_id, "postId"))
         try:
-            info.context.views.record(post.id)
+            written = info.context.views.record(post.id)
         except ViewQueueFullError as exc:
             raise UserInputError(str(exc), code="VIEW_QUEUE_FULL") from None
         except ViewsClosedError as exc:
             raise UserInputError(str(exc), code="SHUTTING_DOWN") from None
+        try:
+            # shielded: a client that leaves does not take back a view the queue accepted
+            await asyncio.shield(written)
+        except Exception:
+            raise UserInputError(
+                f"the view of post {post.id} was not written; retry", code="VIEW_NOT_WRITTEN"
+            ) from None
         return RecordViewPayload(post_id=strawberry.ID(str(post.id)), accepted=True)

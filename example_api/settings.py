@@ -321,7 +321,7 @@ class Settings(_FromEnv):
         flag="--max-page-size",
     )
     max_depth: int = setting(
-        "EXAMPLE_API_MAX_DEPTH", 10, "deepest selection accepted (`QueryDepthLimiter`)", minimum=1
+        "EXAMPLE_API_MAX_DEPTH", 10, "deepest selection accepted (`DepthLimiter`)", minimum=1
     )
     max_aliases: int = setting(
         "EXAMPLE_API_MAX_ALIASES", 15, "most aliases in one operation", minimum=0
@@ -337,6 +337,77 @@ class Settings(_FromEnv):
         1_048_576,
         "largest request body; a larger one is answered 413 without being read",
         minimum=1,
+    )
+    max_cost: int = setting(
+        "EXAMPLE_API_MAX_COST",
+        100_000,
+        "most objects one operation may ask for, page sizes multiplied down the tree "
+        "(`gqlbatch.strawberry.CostLimiter`)",
+        minimum=1,
+        flag="--max-cost",
+    )
+    max_repeats: int = setting(
+        "EXAMPLE_API_MAX_REPEATS",
+        10,
+        "most fields on one place of the result, fragments expanded (`RepeatLimiter`)",
+        minimum=1,
+    )
+    request_timeout_ms: int = setting(
+        "EXAMPLE_API_REQUEST_TIMEOUT_MS",
+        10_000,
+        "deadline of one GraphQL request; then it is cancelled, DB statements too (0: none)",
+        minimum=0,
+        flag="--request-timeout-ms",
+    )
+    max_response_bytes: int = setting(
+        "EXAMPLE_API_MAX_RESPONSE_BYTES",
+        10_485_760,
+        "longest GraphQL answer sent; a longer one is replaced by a RESPONSE_TOO_LARGE error",
+        minimum=1,
+    )
+    max_expensive: int = setting(
+        "EXAMPLE_API_MAX_EXPENSIVE",
+        2,
+        "operations costing more than `EXAMPLE_API_CHEAP_COST` run at once per worker",
+        minimum=1,
+    )
+    cheap_cost: int = setting(
+        "EXAMPLE_API_CHEAP_COST",
+        5_000,
+        "an operation of at most this cost never waits for an expensive slot",
+        minimum=0,
+    )
+    admission_wait_ms: int = setting(
+        "EXAMPLE_API_ADMISSION_WAIT_MS",
+        2_000,
+        "how long an expensive operation waits for a slot; then 503 with `Retry-After`",
+        minimum=0,
+    )
+    max_connections: int = setting(
+        "EXAMPLE_API_MAX_CONNECTIONS",
+        900,
+        "open connections per worker (uvicorn `limit_concurrency`); beyond it a 503, "
+        "so idle sockets cannot exhaust 1,024 file descriptors",
+        minimum=1,
+    )
+    header_timeout_ms: int = setting(
+        "EXAMPLE_API_HEADER_TIMEOUT_MS",
+        10_000,
+        "a request's headers must arrive this soon after the connection opens or their "
+        "first byte, else the connection is closed (`example_api.protocol`)",
+        minimum=1,
+    )
+    allowed_hosts: str = setting(
+        "EXAMPLE_API_ALLOWED_HOSTS",
+        "localhost,127.0.0.1,::1",
+        "comma-separated `Host` names answered (any port); others get a 400 (`*`: all)",
+        flag="--allowed-hosts",
+    )
+    auth_secret: str = setting(
+        "EXAMPLE_API_AUTH_SECRET",
+        "",
+        "signs bearer tokens (`python -m example_api token USER_ID`); set, mutations need "
+        "one and act as its user, and `email` is its owner's only; empty: open",
     )
     view_queue_size: int = setting(
         "EXAMPLE_API_VIEW_QUEUE",
@@ -361,6 +432,31 @@ class Settings(_FromEnv):
         False,
         "OpenTelemetry spans for operations, resolvers and loader batches (`otel` extra)",
     )
+    redis_url: str = setting(
+        "EXAMPLE_API_REDIS_URL",
+        "",
+        "`redis://host:port/db`: the `user` and `post` loaders share a cache there across "
+        "processes and machines (unset: no shared cache)",
+        flag="--redis-url",
+    )
+    redis_namespace: str = setting(
+        "EXAMPLE_API_REDIS_NAMESPACE",
+        "example_api",
+        "prefix of every key the shared cache writes",
+    )
+    cache_ttl_s: int = setting(
+        "EXAMPLE_API_CACHE_TTL_S",
+        60,
+        "seconds a shared cache entry lives: the staleness bound when Redis cannot be "
+        "reached during a write",
+        minimum=1,
+    )
+    cache_timeout_ms: int = setting(
+        "EXAMPLE_API_CACHE_TIMEOUT_MS",
+        50,
+        "longest wait for one shared cache call before reading the database instead",
+        minimum=1,
+    )
     database: DatabaseOptions = field(default_factory=DatabaseOptions)
     """The pool and the database timeouts (``EXAMPLE_API_DB_*``, ``EXAMPLE_API_BATCH_*``)."""
 
@@ -373,6 +469,16 @@ class Settings(_FromEnv):
                 f"EXAMPLE_API_WORKERS={self.workers} needs PostgreSQL: SQLite allows one "
                 "writer at a time, so run one worker on SQLite or set DATABASE_URL"
             )
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError(
+                f"EXAMPLE_API_REDIS_URL must start with redis://, rediss:// or unix://, "
+                f"got {self.redis_url!r}"
+            )
+
+    @property
+    def allowed_host_names(self) -> tuple[str, ...]:
+        """``allowed_hosts`` as a tuple of names."""
+        return tuple(name.strip() for name in self.allowed_hosts.split(",") if name.strip())
 
     @property
     def is_sqlite(self) -> bool:

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from example_api.metrics import Metrics
 from example_api.settings import Settings
+from example_api.shared_cache import SharedCache
 from example_api.views import ViewCounter
 
 __all__ = ["AppState"]
@@ -26,3 +27,5 @@ class AppState:
     sessions: async_sessionmaker[AsyncSession]
     metrics: Metrics
     views: ViewCounter | None = None
+    shared_cache: SharedCache | None = None
+    """The by-id loaders' cache on Redis (``EXAMPLE_API_REDIS_URL``), or None."""

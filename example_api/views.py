@@ -19,7 +19,7 @@ import contextvars
 import json
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from sqlalchemy import Integer, bindparam, cast, column, func, update
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -101,12 +101,21 @@ class ViewCounter:
         metrics: counts accepted, written, rejected and lost views.
         max_queue_size: views accepted but not yet written, at most.
         flush_ms: how long the first waiting view waits for others.
+        after_write: awaited with the ids of the posts each bulk UPDATE changed,
+            once it committed (the shared cache invalidates them).
     """
 
     def __init__(
-        self, engine: AsyncEngine, metrics: Metrics, *, max_queue_size: int, flush_ms: float
+        self,
+        engine: AsyncEngine,
+        metrics: Metrics,
+        *,
+        max_queue_size: int,
+        flush_ms: float,
+        after_write: Callable[[list[int]], Awaitable[None]] | None = None,
     ) -> None:
         self._engine = engine
+        self._after_write = after_write
         self._metrics = metrics
         self._queue: BatchedQueue[int, bool] = BatchedQueue(
             self._write,
@@ -129,11 +138,12 @@ class ViewCounter:
         """Views accepted and not yet written."""
         return self._queue.size
 
-    def record(self, post_id: int) -> None:
+    def record(self, post_id: int) -> asyncio.Future[bool]:
         """Accept one view of ``post_id``; it is written with the next bulk UPDATE.
 
-        Raises :class:`ViewQueueFullError` at once when the queue is full, and
-        :class:`ViewsClosedError` once shutdown has begun.
+        Returns the future of that write: True once the UPDATE committed, or the
+        error that lost the view. Raises :class:`ViewQueueFullError` at once when
+        the queue is full, and :class:`ViewsClosedError` once shutdown has begun.
         """
         try:
             future = self._queue.enqueue(post_id)
@@ -149,6 +159,7 @@ class ViewCounter:
             ) from None
         self._metrics.views_accepted += 1
         future.add_done_callback(self._written)
+        return future
 
     async def flush(self) -> None:
         """Write every view accepted so far."""
@@ -179,6 +190,11 @@ class ViewCounter:
         async with self._engine.begin() as connection:
             found = set((await connection.execute(stmt)).scalars())
         self._metrics.view_batches += 1
+        if self._after_write is not None and found:
+            try:
+                await self._after_write(sorted(found))
+            except Exception:  # the views are written: never fail (and retry) them for this
+                log.exception("invalidating the shared cache after a view UPDATE failed")
         return [
             True if post_id in found else UnknownPostError(f"post {post_id} does not exist")
             for post_id in post_ids

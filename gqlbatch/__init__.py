@@ -29,6 +29,14 @@ from gqlbatch._types import (
     LoaderOptions,
     RowsBatchFunction,
 )
+from gqlbatch._value_cache import (
+    NOT_FOUND,
+    CacheCallInfo,
+    CircuitBreaker,
+    MemoryValueCache,
+    ValueCache,
+    ValueCacheRead,
+)
 
 __all__ = [
     "BatchError",
@@ -37,6 +45,8 @@ __all__ = [
     "BatchObserver",
     "BatchOptions",
     "BatchedQueue",
+    "CacheCallInfo",
+    "CircuitBreaker",
     "EngineOptions",
     "ErrorMode",
     "ErrorModeName",
@@ -46,11 +56,15 @@ __all__ = [
     "LoaderClosedError",
     "LoaderOptions",
     "LoaderStats",
+    "MemoryValueCache",
     "MissingKeyError",
+    "NOT_FOUND",
     "QueueClearedError",
     "QueueFullError",
     "RetryPolicy",
     "RowsBatchFunction",
+    "ValueCache",
+    "ValueCacheRead",
     "WrongEventLoopError",
     "add_observer",
     "remove_observer",

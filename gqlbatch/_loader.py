@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sized
+import dataclasses
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Hashable,
+    Iterable,
+    Mapping,
+    Sized,
+)
 from threading import get_ident
-from typing import Any, Generic, Literal, Self, TypeVar, Unpack, overload
+from typing import Any, Final, Generic, Literal, Self, TypeVar, Unpack, overload
 
 from gqlbatch._engine import FUTURE, MISS, RAISE, Batch, Engine, Promise
 from gqlbatch._errors import MissingKeyError
@@ -18,7 +28,9 @@ from gqlbatch._options import (
     check_choice,
     check_options,
 )
+from gqlbatch._stats import LoaderStats
 from gqlbatch._types import BatchFunction, CacheMap, LoaderOptions, RowsBatchFunction
+from gqlbatch._value_cache import CircuitBreaker, SharedStage
 
 __all__ = ["KeyedLoader"]
 
@@ -99,26 +111,47 @@ class KeyedLoader(Engine, Generic[K, V]):
         batch_fn: ``async (keys: list[K]) -> Mapping[K, V | BaseException]``, or,
             with ``key_of``, an iterable of rows. May return keys in any order,
             fewer keys, or extra keys.
+
+    Keyword Args:
         key_of: maps a row to its key; then ``batch_fn`` returns rows.
         many: with ``key_of``, group rows per key into lists (``[]`` for none).
         missing: ``"none"`` (default) resolves an absent key to None;
             ``"error"`` fails it with :class:`MissingKeyError`.
-        key_type: a type or tuple of types; ``load`` raises TypeError for other keys.
-        max_batch_size: dispatch once this many keys wait (default: unbounded).
-        max_wait_ms: see :class:`BatchOptions` (default 0: the event-loop rule).
-        max_queue_size: keys waiting before ``load`` raises :class:`QueueFullError`.
-        max_concurrency: batch function calls running at once (default: unbounded).
-        error_mode: ``"continue"``, ``"fail-fast"`` or ``"retry"`` (:class:`ErrorMode`).
-        retry: the :class:`RetryPolicy` of ``error_mode="retry"``.
-        batch_timeout_ms: a call running longer fails (each attempt).
-        cache: keep values, misses and loads in flight (default True).
-        cache_key: maps a key to a hashable cache key (keys and result keys alike).
-        cache_map: keep the cache in this object (``get``/``set``/``delete``/``clear``,
-            see :class:`CacheMap`), e.g. an LRU bound; its keys are cache keys.
-        schedule: ``(dispatch) -> None``, called when a batch's first key arrives;
-            the batch goes when it calls ``dispatch()`` (or at ``max_batch_size``).
-        observers: :class:`BatchObserver` objects of this loader only (default none).
-        name: named in errors and statistics.
+        key_type (type | tuple[type, ...] | None): a type or tuple of types;
+            ``load`` raises TypeError for other keys.
+        max_batch_size (int | None): dispatch once this many keys wait (default: unbounded).
+        max_wait_ms (float): see :class:`BatchOptions` (default 0: the event-loop rule).
+        max_queue_size (int | None): keys waiting before ``load`` raises :class:`QueueFullError`.
+        max_concurrency (int | None): batch function calls running at once (default: unbounded).
+        error_mode (ErrorMode | str): ``"continue"``, ``"fail-fast"`` or ``"retry"``
+            (:class:`ErrorMode`).
+        retry (RetryPolicy): the :class:`RetryPolicy` of ``error_mode="retry"``.
+        batch_timeout_ms (float | None): a call running longer fails (each attempt).
+        cache (bool): keep values, misses and loads in flight (default True).
+        cache_key (Callable[[K], Hashable] | None): maps a key to a hashable cache key
+            (keys and result keys alike).
+        cache_map (CacheMap | None): keep the cache in this object (``get``/``set``/
+            ``delete``/``clear``, see :class:`CacheMap`), e.g. an LRU bound; its keys
+            are cache keys.
+        schedule (Callable | None): ``(dispatch) -> None``, called when a batch's first
+            key arrives; the batch goes when it calls ``dispatch()`` (or at
+            ``max_batch_size``).
+        observers (Sequence[BatchObserver]): observers of this loader only (default none).
+        name (str | None): named in errors and statistics.
+        value_cache (ValueCache | None): a :class:`ValueCache` shared beyond this loader (another
+            process, another machine), consulted once per batch before the
+            batch function; see ``docs/scaling-out.md``.
+        value_cache_ttl (float | None): seconds a value stays in ``value_cache`` (default None:
+            the cache's own default).
+        cache_misses_ttl (float | None): store keys the batch function did not answer for this
+            many seconds (default None: misses are not stored).
+        value_cache_timeout_ms (float): the longest one call of ``value_cache`` may take
+            before the loader goes on as if it held nothing (default 100).
+        value_cache_invalidate_timeout_ms (float): the longest a deletion from
+            ``value_cache`` (``invalidate``, ``clear``) may take (default 1000);
+            deletions are tried even while the circuit is open.
+        value_cache_breaker (CircuitBreaker | None): the :class:`CircuitBreaker` of ``value_cache``
+            (default: one per cache object, shared by the loaders using it).
     """
 
     @overload
@@ -209,10 +242,47 @@ class KeyedLoader(Engine, Generic[K, V]):
         )
         if cache_map is not None:
             self._cache = _MapCache(cache_map)
+        # The shared stage, if any, wraps the (validated) batch function; the
+        # wrapper answers by cache key, so ``_correlate`` passes its result on.
+        self._shared: SharedStage | None = None
+        self._share_clears = True  # False while ``invalidate`` clears key by key
+        value_cache = options.get("value_cache")
+        if value_cache is not None:
+            self._shared = SharedStage(
+                value_cache,
+                name=engine_options.name,
+                ttl=options.get("value_cache_ttl"),
+                misses_ttl=options.get("cache_misses_ttl"),
+                timeout_ms=options.get("value_cache_timeout_ms", 100),
+                invalidate_timeout_ms=options.get("value_cache_invalidate_timeout_ms", 1000),
+                breaker=options.get("value_cache_breaker"),
+            )
+            self._batch_fn = self._shared.wrap(self._batch_fn, cache_key, self._outcomes)
         # Keys that are their own cache keys, in a dict: ``load`` takes its fast
         # path, where ``_hits`` is the cache. Otherwise ``_hits`` stays empty.
         self._plain = cache_key is None and cache_map is None
         self._hits: dict[Any, Any] = self._cache if self._plain else {}
+
+    @property
+    def stats(self) -> LoaderStats:
+        """A snapshot of the counters; see :class:`LoaderStats`."""
+        stats = super().stats
+        if self._shared is None:
+            return stats
+        counters = self._shared.counters
+        return dataclasses.replace(
+            stats,
+            value_cache_hits=counters.hits,
+            value_cache_misses=counters.misses,
+            value_cache_errors=counters.errors,
+            value_cache_skips=counters.skips,
+            value_cache_ms=counters.ms,
+        )
+
+    @property
+    def value_cache_breaker(self) -> CircuitBreaker | None:
+        """The breaker of ``value_cache`` (None without one)."""
+        return None if self._shared is None else self._shared.breaker
 
     def __repr__(self) -> str:
         return f"<KeyedLoader {self._name or ''!s} size={self._queued} cached={len(self._cache)}>"
@@ -465,20 +535,41 @@ class KeyedLoader(Engine, Generic[K, V]):
         """Forget ``key``'s cached value, miss, or load waiting or in flight.
 
         A load waiting or in flight still answers its callers, but its value is
-        not cached, and later loads of the key fetch it again. Returns the
-        loader, for chaining.
+        not cached, and later loads of the key fetch it again. With
+        ``value_cache``, the key is deleted there too, in the background
+        (:meth:`invalidate` waits). Returns the loader, for chaining.
         """
         ck = self._ck(key)
         entry = self._cache.pop(ck, None)
         if entry.__class__ is Batch:
             entry.detach(ck)
+        if self._shared is not None and self._share_clears:
+            _in_background(self._shared.delete, [ck])
         return self
 
     def clear_many(self, keys: Iterable[K]) -> Self:
-        """``clear`` each of ``keys``; returns the loader."""
-        for key in keys:
-            self.clear(key)
+        """``clear`` each of ``keys`` (one call of the shared cache for them all)."""
+        self.invalidate(*keys)
         return self
+
+    def invalidate(self, *keys: K) -> Awaitable[None]:
+        """``clear`` ``keys``, and return an awaitable of their deletion from ``value_cache``.
+
+        Await it before a mutation answers, so that no request that starts
+        afterwards, in any process, reads the old value. It never raises: a
+        shared cache that cannot be reached is counted as an error (see
+        ``docs/scaling-out.md`` for the staleness bound then). Without
+        ``value_cache`` it is done at once.
+        """
+        self._share_clears = False  # one shared deletion for them all, below
+        try:
+            for key in keys:
+                self.clear(key)
+        finally:
+            self._share_clears = True
+        if self._shared is None or not keys:
+            return _DONE
+        return _in_background(self._shared.delete, [self._ck(key) for key in keys])
 
     def clear_all(self) -> Self:
         """Forget every cached value and miss, and detach every load waiting or in flight.
@@ -496,7 +587,13 @@ class KeyedLoader(Engine, Generic[K, V]):
     # -- correlation (the engine's face-specific part) ---------------------------------
 
     def _correlate(self, result: Any, batch: Batch, cks: Any) -> Mapping[Hashable, Any]:
-        """Map a mapping or rows to ``{cache key: value}``, grouping rows with ``many``."""
+        """Map a result to ``{cache key: value}`` (the shared stage's as it is)."""
+        if self._shared is not None:  # the shared stage correlated what it fetched
+            return result  # type: ignore[no-any-return]
+        return self._outcomes(result, cks)
+
+    def _outcomes(self, result: Any, cks: Any) -> Mapping[Hashable, Any]:
+        """The batch function's ``result`` as ``{cache key: outcome}``, rows grouped."""
         key_of = self._key_of
         cache_key = self._cache_key
         if key_of is None:
@@ -589,6 +686,36 @@ class KeyedLoader(Engine, Generic[K, V]):
             except TypeError:
                 return self._unhashable(key, ck)
         return TypeError(f"{self._label}: load_many() got an unhashable key")
+
+
+class _Done:
+    """An awaitable that is done at once (an invalidation with nothing shared to reach)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
+
+
+_DONE: Final = _Done()
+_BACKGROUND: set[asyncio.Task[None]] = set()  # shared-cache deletions under way
+
+
+def _in_background(
+    delete: Callable[[list[Hashable]], Coroutine[Any, Any, None]], cks: list[Hashable]
+) -> asyncio.Future[None]:
+    """Run ``delete(cks)`` in a task of its own, held until it ends (it never raises).
+
+    Returns the task shielded: a caller cancelled while it waits (a client gone
+    in the middle of a mutation) does not cancel the deletion, which its write
+    still needs. Raises RuntimeError, creating nothing, when no loop is running.
+    """
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(delete(cks))
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+    return asyncio.shield(task)
 
 
 def _check_key_type(value: object) -> type | tuple[type, ...] | None:

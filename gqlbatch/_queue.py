@@ -34,16 +34,18 @@ class BatchedQueue(Engine, Generic[T, R]):
     Args:
         processor: ``async (items: list[T]) -> list[R | BaseException]``, or with
             ``key_of``, ``-> Mapping[key, R | BaseException]``.
-        max_batch_size: process once this many items wait (default 10).
-        max_wait_ms: process this long after a batch's first item (default 1000).
-        max_queue_size: items waiting before ``enqueue`` raises
+
+    Keyword Args:
+        max_batch_size (int | None): process once this many items wait (default 10).
+        max_wait_ms (float): process this long after a batch's first item (default 1000).
+        max_queue_size (int | None): items waiting before ``enqueue`` raises
             :class:`QueueFullError` (default 1000).
-        error_mode: ``"continue"``, ``"fail-fast"`` or ``"retry"``.
-        retry: the :class:`RetryPolicy` of ``error_mode="retry"``.
+        error_mode (ErrorMode | str): ``"continue"``, ``"fail-fast"`` or ``"retry"``.
+        retry (RetryPolicy): the :class:`RetryPolicy` of ``error_mode="retry"``.
         key_of: correlate by key instead of by position.
-        max_concurrency: processor calls running at once (default 1: the spec's lock).
-        batch_timeout_ms: a processor call running longer fails (each attempt).
-        name: named in errors and statistics.
+        max_concurrency (int | None): processor calls running at once (default 1: the spec's lock).
+        batch_timeout_ms (float | None): a processor call running longer fails (each attempt).
+        name (str | None): named in errors and statistics.
     """
 
     def __init__(

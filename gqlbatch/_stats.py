@@ -33,3 +33,13 @@ class LoaderStats:
     cancelled_batches: int = 0
     """Running batches cancelled because every caller had gone and nothing could use
     the result (``cache=False``, or the loader closing)."""
+    value_cache_hits: int = 0
+    """Keys the shared cache (``value_cache``) answered."""
+    value_cache_misses: int = 0
+    """Keys the shared cache was asked for and lacked."""
+    value_cache_errors: int = 0
+    """Calls of the shared cache that raised or timed out (the loader went on without it)."""
+    value_cache_skips: int = 0
+    """Keys not asked of the shared cache because its circuit breaker was open."""
+    value_cache_ms: float = 0.0
+    """Milliseconds spent in calls of the shared cache."""

@@ -15,6 +15,7 @@ from typing import Any, Generic, Literal, Protocol, TypeAlias, TypedDict, TypeVa
 
 from gqlbatch._observe import BatchObserver
 from gqlbatch._options import ErrorMode, RetryPolicy
+from gqlbatch._value_cache import CircuitBreaker, ValueCache
 
 __all__ = [
     "BatchFunction",
@@ -94,3 +95,9 @@ class LoaderOptions(EngineOptions, Generic[K], total=False):
     cache_map: CacheMap | None
     schedule: Schedule | None
     observers: Sequence[BatchObserver]
+    value_cache: ValueCache | None
+    value_cache_ttl: float | None
+    cache_misses_ttl: float | None
+    value_cache_timeout_ms: float
+    value_cache_invalidate_timeout_ms: float
+    value_cache_breaker: CircuitBreaker | None

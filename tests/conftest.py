@@ -81,3 +81,40 @@ async def loop_reports() -> Any:
     await asyncio.sleep(0)
     loop.set_exception_handler(previous)
     assert reports == [], reports
+
+
+REDIS_URL = os.environ.get("GQLBATCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis server's URL; skips (fails, with GQLBATCH_REQUIRE_REDIS) if it does not answer."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # server down (redis.ConnectionError), or redis-py missing
+        if os.environ.get("GQLBATCH_REQUIRE_REDIS"):
+            pytest.fail(f"Redis is required here but not reachable: {exc!r}")
+        pytest.skip(f"Redis not reachable: {exc!r}")
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_namespace(redis_url: str) -> Iterator[str]:
+    """A key prefix private to this test; its keys are deleted at the end (never FLUSHALL)."""
+    import redis
+
+    namespace = f"gqlbatch-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    yield namespace
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+    finally:
+        client.close()

@@ -26,7 +26,7 @@ async def main(app: Starlette, url: str) -> None:
 
     async with app.router.lifespan_context(app):  # start-up, then graceful shutdown
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://local") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             body = (await client.post("/graphql", json={"query": QUERY})).json()
 
     users = body["data"]["users"]

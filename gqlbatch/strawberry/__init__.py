@@ -16,6 +16,9 @@ them:
 - :func:`write_through` and :func:`invalidate` keep a mutation's response fresh.
 - :func:`from_index_batch` adapts a batch function written for Strawberry's
   ``DataLoader`` or aiodataloader (a list aligned with the keys).
+- :class:`CostLimiter`, :class:`DepthLimiter`, :class:`AliasLimiter`,
+  :class:`RepeatLimiter` and :class:`OperationNameRequired` refuse a costly or
+  hostile document before it is validated or executed, in time linear in it.
 
 This module imports Strawberry, never SQLAlchemy: anything with
 ``bind(sessions)`` and ``loader_options`` is treated as a fetcher (see
@@ -24,7 +27,8 @@ This module imports Strawberry, never SQLAlchemy: anything with
 One concept per module, every public name re-exported here: ``protocols``
 (:class:`Fetcher`, :class:`StatementCounting`), ``registry`` (:class:`LoaderRegistry`,
 :class:`LoaderSpec`), ``declare`` (:func:`loader`), ``context``, ``getter``
-(:func:`context_getter`), ``extension``, ``mutations``, ``bridge``; ``asgi``
+(:func:`context_getter`), ``extension``, ``mutations``, ``bridge``, ``cost``,
+``limits``; ``asgi``
 (:class:`GraphQL`, needs Starlette) and ``fastapi`` (needs FastAPI) are imported
 only when used.
 """
@@ -35,9 +39,16 @@ from typing import TYPE_CHECKING, Any
 
 from gqlbatch.strawberry.bridge import BatchLengthError, from_index_batch
 from gqlbatch.strawberry.context import Context
+from gqlbatch.strawberry.cost import CostLimiter
 from gqlbatch.strawberry.declare import loader
 from gqlbatch.strawberry.extension import LoaderExtension
 from gqlbatch.strawberry.getter import context_getter
+from gqlbatch.strawberry.limits import (
+    AliasLimiter,
+    DepthLimiter,
+    OperationNameRequired,
+    RepeatLimiter,
+)
 from gqlbatch.strawberry.mutations import invalidate, write_through
 from gqlbatch.strawberry.protocols import Fetcher, StatementCounting, StatementScope
 from gqlbatch.strawberry.registry import LoaderRegistry, LoaderSpec, RegistryClosedError
@@ -46,14 +57,19 @@ if TYPE_CHECKING:
     from gqlbatch.strawberry.asgi import GraphQL
 
 __all__ = [
+    "AliasLimiter",
     "BatchLengthError",
     "Context",
+    "CostLimiter",
+    "DepthLimiter",
     "Fetcher",
     "GraphQL",
     "LoaderExtension",
     "LoaderRegistry",
     "LoaderSpec",
+    "OperationNameRequired",
     "RegistryClosedError",
+    "RepeatLimiter",
     "StatementCounting",
     "StatementScope",
     "context_getter",

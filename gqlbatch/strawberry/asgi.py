@@ -84,15 +84,30 @@ class GraphQL(_StrawberryGraphQL[Context[RegistryT], None], Generic[RegistryT]):
                 await context.aclose()
 
     def decode_json(self, data: str | bytes) -> object:
-        """Parse a JSON body; bytes that are not UTF-8 count as bad JSON (400, not 500).
+        """Parse JSON that must hold an object, or a list (a batch).
 
-        Strawberry answers 400 to a :class:`json.JSONDecodeError` only; ``json.loads``
-        raises :class:`UnicodeDecodeError` on invalid UTF-8, which would become a 500.
+        Strawberry answers 400 to a :class:`json.JSONDecodeError` only, and a 500
+        to what else goes wrong: :class:`UnicodeDecodeError` (bytes that are not
+        UTF-8), :class:`ValueError` (a number of more than 4,300 digits),
+        :class:`RecursionError` (arrays nested 100,000 deep), and a JSON scalar
+        (``123``, ``null``) where it reads fields, in the body or in a batch.
+        Each is a JSONDecodeError here.
         """
         try:
-            return super().decode_json(data)
+            value = super().decode_json(data)
+        except json.JSONDecodeError:
+            raise
         except UnicodeDecodeError as error:
             raise json.JSONDecodeError(f"invalid UTF-8 ({error.reason})", "", 0) from error
+        except (ValueError, RecursionError) as error:
+            raise json.JSONDecodeError(f"unreadable JSON ({error})", "", 0) from error
+        if isinstance(value, dict):
+            return value
+        if isinstance(value, list):  # a batch: Strawberry refuses it when batching is off,
+            batching = getattr(self.schema.config, "batching_config", None)
+            if not batching or all(isinstance(item, dict) for item in value):
+                return value  # and reads fields of each item when it is on
+        raise json.JSONDecodeError("not an object (nor a list: a batch)", "", 0)
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

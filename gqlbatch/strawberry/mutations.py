@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from gqlbatch import KeyedLoader
@@ -12,24 +13,31 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-def write_through(loader: KeyedLoader[K, V], key: K, value: V) -> None:
+def write_through(loader: KeyedLoader[K, V], key: K, value: V) -> Awaitable[None]:
     """After a write, make ``loader`` answer ``key`` with ``value`` for the rest of the request.
 
     Replaces whatever the loader cached for ``key`` (a value, a miss, or a
     load in flight), so a mutation's response shows what it just wrote.
+
+    With a shared ``value_cache``, the key is deleted there (never set: two
+    writers racing could leave the older value); await the result before the
+    mutation answers, so no later request in any process reads the old value.
     """
-    loader.clear(key)
+    deleted = loader.invalidate(key)
     loader.prime(key, value)
+    return deleted
 
 
-def invalidate(loader: KeyedLoader[K, Any], *keys: K) -> None:
+def invalidate(loader: KeyedLoader[K, Any], *keys: K) -> Awaitable[None]:
     """After a write, forget ``keys`` so the next ``load`` reads them again.
 
     Use it where the new value is not at hand, or for grouped loaders
     (``posts_by_author``) whose list for a key the write changed. With no
-    keys, the whole cache of ``loader`` is dropped.
+    keys, the whole cache of ``loader`` is dropped (in this request only: a
+    shared ``value_cache`` is reached by key). Await the result where the
+    loader has a ``value_cache`` (see :func:`write_through`).
     """
     if keys:
-        loader.clear_many(keys)
-    else:
-        loader.clear_all()
+        return loader.invalidate(*keys)
+    loader.clear_all()
+    return loader.invalidate()

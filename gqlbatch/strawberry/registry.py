@@ -17,6 +17,7 @@ from gqlbatch import (
     EngineOptions,
     GqlBatchError,
     KeyedLoader,
+    LoaderOptions,
     LoaderStats,
     WrongEventLoopError,
 )
@@ -144,6 +145,11 @@ class LoaderRegistry:
             ``max_concurrency``, ``error_mode``, ``retry``, ``batch_timeout_ms``),
             for settings known only at run time. A declaration's own options
             win over these, and these over a fetcher's defaults. Validated here.
+        loader_options: options of single loaders, by attribute name, known only
+            at run time and winning over all the others: typically a shared
+            ``value_cache`` (``{"user": {"value_cache": users}}``, see
+            ``docs/scaling-out.md``). Any :class:`~gqlbatch.KeyedLoader` option
+            but ``name``, ``key_of``, ``many`` and ``missing``.
     """
 
     _specs: ClassVar[Mapping[str, LoaderSpec[Any, Any]]] = {}
@@ -171,6 +177,7 @@ class LoaderRegistry:
         sessions: Any = None,
         statements: StatementCounting | None = None,
         options: EngineOptions | None = None,
+        loader_options: Mapping[str, LoaderOptions[Any]] | None = None,
     ):
         if statements is not None and not isinstance(statements, StatementCounting):
             raise TypeError(
@@ -185,6 +192,7 @@ class LoaderRegistry:
             )
         BatchOptions(**defaults)
         self._defaults = defaults
+        self._per_loader = _check_loader_options(type(self), loader_options or {})
         self.sessions = sessions
         """The session source fetchers are bound to (None when not given)."""
         self.statements = statements
@@ -297,6 +305,7 @@ class LoaderRegistry:
                     f"{type(self).__name__}(sessions=...)"
                 )
         options.update(spec.options)
+        options.update(self._per_loader.get(spec.attribute, {}))
         options["name"] = spec.options.get("name") or spec.attribute
         if self.statements is not None:
             batch_fn = self._counted(spec.attribute, batch_fn)
@@ -347,3 +356,25 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def _check_loader_options(
+    registry: type[LoaderRegistry], given: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """``loader_options=``, checked: declared loaders only, KeyedLoader options only."""
+    allowed = set(LoaderOptions.__optional_keys__) - {"name"}
+    checked: dict[str, dict[str, Any]] = {}
+    for attribute, options in given.items():
+        if attribute not in registry._specs:
+            raise TypeError(
+                f"{registry.__name__}(loader_options=...): {registry.__name__} declares no "
+                f"loader {attribute!r}; it declares {', '.join(map(repr, registry._specs))}"
+            )
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise TypeError(
+                f"{registry.__name__}(loader_options=...): {', '.join(map(repr, unknown))} "
+                f"cannot be set for loader {attribute!r}; allowed: {', '.join(sorted(allowed))}"
+            )
+        checked[attribute] = dict(options)
+    return checked

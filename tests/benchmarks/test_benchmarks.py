@@ -31,7 +31,7 @@ def run_benchmarks(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         encoding="utf-8",
-        timeout=150,
+        timeout=240,
     )
 
 
@@ -45,7 +45,12 @@ def rows_of(report: str) -> set[tuple[str, str]]:
 
 
 SERVERS = ("SQLite, 1 worker", "PostgreSQL, 1 worker", "PostgreSQL, 2 workers")
-CHARTS = ("bench-loader-overhead.png", "bench-example-api.png", "bench-throughput.png")
+CHARTS = (
+    "bench-loader-overhead.png",
+    "bench-example-api.png",
+    "bench-throughput.png",
+    "bench-shared-cache.png",
+)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -95,6 +100,18 @@ def test_quick_run_loads_each_server_without_failed_requests(quick_run: tuple[Pa
         assert cells[-1] == "0", line  # failed
 
 
+def test_quick_run_measures_each_shared_cache_setup_without_failed_requests(
+    quick_run: tuple[Path, str],
+) -> None:
+    out, _ = quick_run
+    report = (out / "shared_cache.md").read_text(encoding="utf-8")
+    for setup in ("no shared cache", "Redis", "Redis stalled"):
+        line = next(line for line in report.splitlines() if line.startswith(f"| {setup} |"))
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert int(cells[-2].replace(",", "")) > 0, line  # answered
+        assert cells[-1] == "0", line  # failed
+
+
 def test_the_report_page_is_generated_with_its_charts(quick_run: tuple[Path, str]) -> None:
     out, _ = quick_run
     page = (out / "docs" / "benchmarks.md").read_text(encoding="utf-8")
@@ -107,6 +124,7 @@ def test_the_report_page_is_generated_with_its_charts(quick_run: tuple[Path, str
         "## Loader overhead per key",
         "## Example API: statements and latency per request, batched vs naive",
         "## The real server under concurrent load",
+        "## Two servers sharing a Redis cache",
     ):
         assert section in page
     for chart in CHARTS:

@@ -144,7 +144,7 @@ async def client(sqlite_url: str, request: pytest.FixtureRequest) -> AsyncIterat
     app: Starlette = create_app(Settings(database_url=sqlite_url, debug=True, **overrides))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://local") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
             yield c
 
 

@@ -28,6 +28,10 @@ def _value(settings: Settings, attribute: str) -> object:
     return value
 
 
+SAMPLES = {"EXAMPLE_API_REDIS_URL": "redis://cache:6379/0"}
+"""Values other than the default for settings that only take values of one form."""
+
+
 def _given(value: bool | int | str) -> str:
     """A value other than the default, as a variable holds it."""
     if isinstance(value, bool):
@@ -57,7 +61,7 @@ def test_every_setting_has_its_own_variable_and_attribute() -> None:
 
 
 def test_every_variable_is_read_and_written_back() -> None:
-    env = {spec.env: _given(spec.default) for spec in declarations()}
+    env = {spec.env: SAMPLES.get(spec.env) or _given(spec.default) for spec in declarations()}
     env["EXAMPLE_API_PORT"] = "9000"  # 8007 would do too; keep it a familiar port
     settings = Settings.from_env(env)
     for spec in declarations():
@@ -82,7 +86,7 @@ def test_every_flag_overrides_its_variable() -> None:
                     settings = from_flags(parser.parse_args(["serve", flag]), env)
                     assert _value(settings, spec.attribute) is on, flag
         elif spec.flag is not None:
-            raw = _given(spec.default)
+            raw = SAMPLES.get(spec.env) or _given(spec.default)
             settings = from_flags(parser.parse_args(["serve", spec.flag, raw]), BASE)
             wanted = Settings.from_env({**BASE, spec.env: raw})
             assert _value(settings, spec.attribute) == _value(wanted, spec.attribute), spec.flag
@@ -99,3 +103,11 @@ def test_overrides_take_the_place_of_the_variables() -> None:
     assert settings.port == 9000
     with pytest.raises(SettingsError, match="EXAMPLE_API_PORT must be an integer"):
         Settings.from_env({"EXAMPLE_API_PORT": "http"})
+
+
+def test_a_redis_url_of_another_scheme_is_refused_naming_the_variable() -> None:
+    with pytest.raises(SettingsError, match="EXAMPLE_API_REDIS_URL must start with redis://"):
+        Settings.from_env({"EXAMPLE_API_REDIS_URL": "http://127.0.0.1:6379"})
+    assert (
+        Settings.from_env({"EXAMPLE_API_REDIS_URL": "redis://h:1/0"}).redis_url == "redis://h:1/0"
+    )

@@ -16,6 +16,7 @@ import strawberry
 import uvicorn
 from fastapi import FastAPI
 from strawberry.fastapi import GraphQLRouter
+from strawberry.schema.config import StrawberryConfig
 
 from gqlbatch.strawberry import (
     Context,
@@ -209,4 +210,25 @@ async def test_a_body_that_is_not_utf8_is_bad_json_not_a_server_error() -> None:
             )
             good = await client.post("/graphql", json={"query": "{ path }"})
     assert (bad.status_code, bad.text) == (400, "Unable to parse request body as JSON")
+    assert good.json()["data"] == {"path": "/graphql"}
+
+
+@pytest.mark.parametrize("batching", [False, True], ids=["batching-off", "batching-on"])
+async def test_json_that_is_not_a_request_is_bad_json_not_a_server_error(batching: bool) -> None:
+    config = StrawberryConfig(batching_config={"max_operations": 5} if batching else None)
+    app = GraphQL(strawberry.Schema(Query, config=config), registry=Loaders, sessions=object())
+    bodies = [b"123", b'"x"', b"null", b"[" * 100_000 + b"]" * 100_000, b"9" * 5000, b'{"a": ']
+    if batching:
+        bodies.append(b"[1, 2]")
+    with serve(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            for body in bodies:
+                bad = await client.post(
+                    "/graphql", content=body, headers={"content-type": "application/json"}
+                )
+                assert (bad.status_code, bad.text) == (400, "Unable to parse request body as JSON")
+            good = await client.post("/graphql", json={"query": "{ path }"})
+            if batching:
+                batch = await client.post("/graphql", json=[{"query": "{ path }"}])
+                assert batch.json() == [{"data": {"path": "/graphql"}}]
     assert good.json()["data"] == {"path": "/graphql"}
