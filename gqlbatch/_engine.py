@@ -4,8 +4,9 @@ Read top to bottom in the order things happen: a key is accepted (``_route``),
 it waits in the pending batch until the batch is dispatched (``_schedule``,
 ``_on_iteration``, ``_due``, ``_dispatch``), the batch runs in a task of its own
 (``_run``: concurrency slot, call, correlation, delivery, retries), and a
-failure may spread by error mode (``_reject_everything``). ``close`` and the
-task's done callback make sure no caller is ever left hanging.
+failure may spread by error mode (``_reject_everything``). ``close``, the
+task's done callback and the loop's shutdown (``_LoopWatch``) make sure no
+caller is ever left hanging.
 
 Vocabulary:
 
@@ -14,7 +15,24 @@ Vocabulary:
   sequence number for queue items, which are never deduplicated);
 * a *waiter* is what a caller holds: an ``asyncio.Future`` of its own for
   ``load``/``enqueue``, or a position of a ``load_many`` result;
-* a *batch* is a set of cache keys handed out together, each with its waiters.
+* a *batch* is a set of cache keys handed out together, each with its waiters;
+  the *pending* batch is the one still taking keys (the batch window).
+
+The cache (loaders only) is one mapping of cache key to *entry*, so a load looks
+a key up once whatever state the key is in:
+
+* a done ``asyncio.Future``: a value, handed out as it is;
+* a 1-tuple ``(value,)``: a value not wrapped in a future yet (``prime``,
+  ``load_many``, or a caller that completed its own future: the cache never
+  holds a future a caller could still complete);
+* ``MISS``: a key the batch function did not answer, with ``missing="error"``;
+* a :class:`Batch`: the key waits in that batch, pending or in flight; a load
+  joins it;
+* a :class:`Promise`: a value primed as a future that is not done yet.
+
+``clear`` removes the entry; a batch that still holds the key *detaches* it:
+its callers get the fetched value, but the value is not cached, and later
+loads start afresh (graphql/dataloader's rule).
 
 The faces differ only in how a result is correlated to cache keys
 (``_correlate``) and in what a missing key means (``_missing_error``).
@@ -23,13 +41,25 @@ The faces differ only in how a result is correlated to cache keys
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import enum
 import functools
 import inspect
 import sys
+import weakref
 from collections import deque
-from collections.abc import Callable, Collection, Hashable, Iterable, Sized
-from typing import Any, Final, Protocol, Self
+from collections.abc import (
+    AsyncGenerator,
+    Callable,
+    Collection,
+    Hashable,
+    Iterable,
+    Sequence,
+    Sized,
+)
+from threading import get_ident
+from typing import Any, ClassVar, Final, Protocol, Self
 
 from gqlbatch._errors import (
     BatchError,
@@ -47,6 +77,8 @@ MAX_COALESCE_ITERATIONS: Final = 16
 """With ``max_wait_ms=0``, the most event-loop iterations a batch waits for more keys."""
 QUIET_ITERATIONS: Final = 4
 """With ``max_wait_ms=0`` on a busy loop, iterations in a row without a new key that end a batch."""
+SHUTDOWN_GRACE: Final = 1.0
+"""Seconds the loop's shutdown waits for cancelled batch tasks to end."""
 
 
 class _Sentinel:
@@ -62,11 +94,28 @@ class _Sentinel:
 ABSENT: Final = _Sentinel("ABSENT")
 """A key with no entry in the batch function's result."""
 RAISE: Final = _Sentinel("RAISE")
-"""``_absent`` value of faces where a missing key fails with ``MissingKeyError``."""
+"""``absent`` value of faces where a missing key fails with ``MissingKeyError``."""
 MISS: Final = _Sentinel("MISS")
 """Cache entry of a miss that fails with ``MissingKeyError`` on every hit."""
 
-_OPEN, _CLOSING, _CLOSED = 0, 1, 2
+FUTURE: Final = asyncio.Future
+"""The class of the futures the cache may hand out as they are (done, the engine's own)."""
+
+
+class State(enum.Enum):
+    """Where an engine is in its life; it only ever moves down this list."""
+
+    OPEN = "open"
+    """Accepting work."""
+    CLOSING = "closing"
+    """``aclose()`` runs: new work is refused, accepted work finishes."""
+    CLOSED = "closed"
+    """Every caller answered; new work is refused."""
+
+
+OPEN: Final = State.OPEN
+CLOSING: Final = State.CLOSING
+CLOSED: Final = State.CLOSED
 
 
 class Waiter(Protocol):
@@ -75,34 +124,48 @@ class Waiter(Protocol):
     def done(self) -> bool: ...
     def set_result(self, result: Any, /) -> None: ...
     def set_exception(self, exception: BaseException, /) -> None: ...
+    def cancel(self) -> bool: ...
 
 
 class Batch:
     """Cache keys handed out together; lives until each of its callers is answered.
 
     Plain dicts and no back references: a batch holds its waiters, nothing holds
-    the batch but the engine's registries, so per-key bookkeeping forms no
-    reference cycle for the garbage collector to chase.
+    the batch but the engine (its pending slot, ``_batches``, cache entries), so
+    per-key bookkeeping forms no reference cycle for the garbage collector.
     """
 
-    __slots__ = ("attempts", "created", "extra", "finished", "keys", "started", "waiters")
+    __slots__ = (
+        "abandoned",
+        "attempts",
+        "cached",
+        "calling",
+        "created",
+        "detached",
+        "extra",
+        "finished",
+        "gone",
+        "keys",
+        "started",
+        "waiters",
+    )
 
-    def __init__(
-        self,
-        waiters: dict[Hashable, Waiter],
-        extra: dict[Hashable, list[Waiter]] | None,
-        keys: dict[Hashable, Any] | None,
-        created: float = 0.0,
-    ) -> None:
+    def __init__(self, keys: dict[Hashable, Any] | None, created: float = 0.0) -> None:
         self.created = created  # loop time of its first key
-        self.waiters = waiters  # cache key -> first waiter, in arrival order
-        self.extra = extra  # cache key -> further waiters of that key (rare)
+        self.waiters: dict[Hashable, Waiter] = {}  # cache key -> first waiter, arrival order
+        self.extra: dict[Hashable, list[Waiter]] | None = None  # further waiters (rare)
         self.keys = keys  # cache key -> key, where the two differ
         self.attempts = 0  # calls of the batch function so far
         self.started = False  # handed to the batch function at least once
+        self.calling = False  # a call of the batch function is under way
         self.finished = False  # its task answered every caller and returned
+        self.cached = True  # its values go to the cache (False after clear_all)
+        self.detached: set[Hashable] | None = None  # cache keys cleared while it held them
+        self.gone = 0  # callers that cancelled while it runs (watched batches only)
+        self.abandoned = False  # cancelled because nobody could use its result
 
     def join(self, ck: Hashable, waiter: Waiter) -> None:
+        """Add a further waiter of a key this batch holds already."""
         extra = self.extra
         if extra is None:
             self.extra = {ck: [waiter]}
@@ -110,12 +173,28 @@ class Batch:
             extra.setdefault(ck, []).append(waiter)
 
     def callers(self, ck: Hashable) -> list[Waiter]:
+        """Every waiter of ``ck``, first one first."""
         more = self.extra.get(ck) if self.extra else None
         first = self.waiters[ck]
         return [first, *more] if more else [first]
 
+    def all_callers(self) -> Iterable[Waiter]:
+        """Every waiter of every key."""
+        yield from self.waiters.values()
+        if self.extra:
+            for more in self.extra.values():
+                yield from more
+
     def key(self, ck: Hashable) -> Any:
+        """The key ``ck`` stands for, as the batch function receives it."""
         return ck if self.keys is None else self.keys[ck]
+
+    def detach(self, ck: Hashable) -> None:
+        """``ck`` was cleared: answer its callers, but cache nothing for it."""
+        if self.detached is None:
+            self.detached = {ck}
+        else:
+            self.detached.add(ck)
 
     def live(self, cks: Iterable[Hashable]) -> list[Hashable]:
         """The cache keys among ``cks`` that still have a caller waiting."""
@@ -127,13 +206,36 @@ class Batch:
             if not waiters[ck].done() or (extra and any(not w.done() for w in extra.get(ck, ())))
         ]
 
+    def any_waiting(self) -> bool:
+        """Whether any caller of any key is still waiting."""
+        return any(not waiter.done() for waiter in self.all_callers())
+
+
+class Promise:
+    """Cache entry of a value primed as a future that is not done yet.
+
+    Loads join it like a batch in flight; when the future is done its value is
+    cached (a failure is not) and every caller answered.
+    """
+
+    __slots__ = ("waiters",)
+
+    def __init__(self) -> None:
+        self.waiters: list[Waiter] = []
+
+    def join(self, ck: Hashable, waiter: Waiter) -> None:
+        """Add a caller of the primed key."""
+        self.waiters.append(waiter)
+
 
 def _answer(waiter: Waiter, value: Any) -> None:
+    """Give ``waiter`` its value, unless it is done already (cancelled, say)."""
     if not waiter.done():
         waiter.set_result(value)
 
 
 def _fail(waiter: Waiter, error: BaseException) -> None:
+    """Give ``waiter`` its error, unless it is done already."""
     if not waiter.done():
         waiter.set_exception(error)
 
@@ -151,6 +253,9 @@ class Engine:
         absent: Any = None,
         hold_when_busy: bool = False,
         remember_keys: bool = False,
+        cancel_unused: bool = False,
+        schedule: Callable[[Callable[[], None]], object] | None = None,
+        observers: Sequence[BatchObserver] = (),
     ) -> None:
         """Set up an idle engine; the face says how it behaves.
 
@@ -160,20 +265,29 @@ class Engine:
             absent: what a key missing from the result resolves to, or RAISE.
             hold_when_busy: a due batch keeps taking keys while every slot is busy.
             remember_keys: keys differ from cache keys, so batches keep both.
+            cancel_unused: cancel a running batch that no caller waits for any more
+                and whose result nothing can use (reads may be abandoned; writes not).
+            schedule: called with a batch's dispatch when its first key arrives,
+                instead of the event-loop rule.
+            observers: observers of this engine's batches only.
         """
         if not callable(batch_fn):
             raise TypeError(
                 f"batch function of {describe(options.name, kind)} must be callable, "
                 f"got {batch_fn!r} ({type(batch_fn).__name__})"
             )
+        self._batch_fn = batch_fn
+        self._options = options
         self._kind = kind
         self._caching = caching
         self._absent = absent
         self._hold_when_busy = hold_when_busy
-        self._batch_fn = batch_fn
-        self._options = options
+        self._remember_keys = remember_keys
+        self._cancel_unused = cancel_unused
+        self._scheduler = schedule
+        self._observers = tuple(observers)
         self._name = options.name
-        self._label = describe(options.name, self._kind)
+        self._label = describe(options.name, kind)
         self._max_batch = options.max_batch_size or sys.maxsize
         self._max_queue = options.max_queue_size or sys.maxsize
         self._wait = options.max_wait_ms / 1000
@@ -184,30 +298,21 @@ class Engine:
             None if options.batch_timeout_ms is None else options.batch_timeout_ms / 1000
         )
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None  # the thread running ``_loop``, while a batch is pending
         self._new_future: Callable[[], asyncio.Future[Any]] = _unbound
-        self._state = _OPEN
-        # The batch being filled.
-        self._pending: dict[Hashable, Waiter] = {}
-        self._pending_extra: dict[Hashable, list[Waiter]] | None = None
-        self._pending_keys: dict[Hashable, Any] | None = {} if remember_keys else None
+        self._state = OPEN
+        self._batch: Batch | None = None  # the pending batch, taking keys
         self._handle: asyncio.Handle | None = None  # its dispatch, once scheduled
         # Due but held until a slot frees (``_hold_when_busy``), with the context
         # its task is to run in: the one it would have had if dispatched when due.
         self._held: contextvars.Context | None = None
-        self._first_at = 0.0  # loop time when the pending batch's first key arrived
         self._seen = 0  # pending keys at the previous look (max_wait_ms=0)
         self._quiet = 0  # looks in a row that saw no new key
         self._iterations = 0  # looks since the batch's first key
         self._ready: Sized | None = None  # the loop's ready queue, where it has one
-        # The cache, in two parts: values as done futures, which ``load`` hands
-        # out as they are; and values not yet wrapped in a future (a 1-tuple, from
-        # ``prime`` or ``load_many``) or misses (MISS), which ``load`` converts.
-        # Keys whose batch has not answered yet are in ``_inflight``. The cache
-        # stays empty when caching is off; looking it up still rejects unhashable
-        # keys.
-        self._cache: dict[Hashable, asyncio.Future[Any]] = {}
-        self._stored: dict[Hashable, Any] = {}
-        self._inflight: dict[Hashable, Batch] = {}
+        # The cache: cache key -> entry (see the module's docstring). It stays
+        # empty when caching is off. KeyedLoader may replace it with a cache_map.
+        self._cache: Any = {}
         self._batches: dict[asyncio.Task[None], Batch] = {}  # every batch handed out
         self._queued = 0  # keys accepted and not yet handed to the batch function
         self._running = 0  # batch function calls under way (with max_concurrency)
@@ -222,6 +327,7 @@ class Engine:
         self._retries = 0
         self._failed = 0
         self._rejected = 0
+        self._cancelled = 0
 
     # -- public surface shared by both faces ---------------------------------------------
 
@@ -246,7 +352,7 @@ class Engine:
     @property
     def closed(self) -> bool:
         """True once ``close()`` ran (directly or at the end of ``aclose()``)."""
-        return self._state == _CLOSED
+        return self._state is CLOSED
 
     @property
     def stats(self) -> LoaderStats:
@@ -260,20 +366,24 @@ class Engine:
             retries=self._retries,
             failed_batches=self._failed,
             rejected=self._rejected,
+            cancelled_batches=self._cancelled,
         )
 
-    async def flush(self) -> None:
+    async def flush(self) -> int:
         """Dispatch what waits now, ignoring ``max_wait_ms``, and await every batch in flight.
 
+        Returns the number of keys this call dispatched (0 when none waited).
         Retries and waits for a concurrency slot are part of a batch, so they are
         awaited too. Batches started by the awaited batches themselves are not.
         Cancelling ``flush`` does not cancel the batches.
         """
+        dispatched = len(self._batch.waiters) if self._batch is not None else 0
         self._dispatch()
         current = asyncio.current_task()
         tasks = [task for task in self._batches if task is not current]
         if tasks:
             await asyncio.wait(tasks)
+        return dispatched
 
     def close(self) -> None:
         """Close now: every caller not yet answered gets :class:`LoaderClosedError`.
@@ -281,22 +391,25 @@ class Engine:
         Timers and running batch tasks are cancelled; later calls raise
         :class:`LoaderClosedError`. Calling it again does nothing.
         """
-        if self._state == _CLOSED:
+        if self._state is CLOSED:
             return
-        self._state = _CLOSED
+        self._state = CLOSED
         self._reject_everything(self._closed_error, cancel=True)
         self._cache.clear()
-        self._stored.clear()
 
     async def aclose(self) -> None:
         """Close gracefully: refuse new work, finish everything accepted, then ``close()``.
 
-        Nothing accepted is lost. If ``aclose`` itself is cancelled, it closes at
-        once (as ``close()``) and re-raises the cancellation.
+        Nothing accepted is lost. A loader's running batch whose callers have all
+        gone is cancelled, since nothing could use its result. If ``aclose`` itself is
+        cancelled, it closes at once (as ``close()``) and re-raises.
         """
-        if self._state == _CLOSED:
+        if self._state is CLOSED:
             return
-        self._state = _CLOSING
+        self._state = CLOSING
+        if self._cancel_unused and self._caching:
+            for task, batch in list(self._batches.items()):
+                self._watch_callers(task, batch)
         try:
             await self.flush()
         finally:
@@ -312,7 +425,7 @@ class Engine:
 
     def _check_open(self, key: Any) -> None:
         """Raise unless new work is accepted here; bind to the running loop at first use."""
-        if self._state:
+        if self._state is not OPEN:
             raise self._closed_error(key, 0)
         try:
             loop = asyncio.get_running_loop()
@@ -335,14 +448,10 @@ class Engine:
             if not old.is_closed():
                 raise WrongEventLoopError(self._name, self._kind)
             # Whatever the closed loop left behind can never complete: start afresh.
-            self._pending = {}
-            self._pending_extra = None
-            self._pending_keys = {} if self._pending_keys is not None else None
+            self._batch = None
             self._handle = None
             self._held = None
             self._cache.clear()
-            self._stored.clear()
-            self._inflight.clear()
             self._batches.clear()
             self._slot_waiters.clear()
             self._queued = self._running = 0
@@ -352,46 +461,60 @@ class Engine:
         # Futures come from the C type directly where the loop would do just that
         # through a Python method; other loops (uvloop) make their own.
         if type(loop).create_future is asyncio.BaseEventLoop.create_future:
-            self._new_future = functools.partial(asyncio.Future, loop=loop)
+            self._new_future = functools.partial(FUTURE, loop=loop)
         else:
             self._new_future = loop.create_future
+        _LoopWatch.of(loop).add(self)
 
     def _full(self, key: Any) -> QueueFullError:
+        """Count a refused key; the error to raise for it."""
         self._rejected += 1
         return QueueFullError(self._name, key, self._max_queue, self._kind)
 
+    # While a batch is pending, the engine is open and bound to the loop that runs
+    # in ``_thread``; one loop runs per thread, so a load from that thread needs no
+    # look at the running loop (which costs CPython 3.11 a getpid() system call).
+    # The first key of each batch window makes the full check (``_check_open``).
+
     def _route(self, ck: Hashable, key: Any, waiter: Waiter) -> None:
-        """Attach ``waiter`` to the pending batch, to a batch in flight, or to a new key.
+        """Attach ``waiter`` to the pending batch (opening one) for a key not cached.
 
         The caller has checked that the engine is open and bound to the running
         loop. Raises :class:`QueueFullError`, changing nothing, when a new key would
         exceed ``max_queue_size``.
         """
-        pending = self._pending
-        if ck in pending:
-            extra = self._pending_extra
-            if extra is None:
-                self._pending_extra = {ck: [waiter]}
-            else:
-                extra.setdefault(ck, []).append(waiter)
+        batch = self._batch
+        if batch is None:
+            if self._queued >= self._max_queue:
+                raise self._full(key)
+            batch = self._open_window()
+        waiters = batch.waiters
+        if ck in waiters:  # a key waiting already (detached by a clear, or no cache)
+            batch.join(ck, waiter)
+            if self._caching:
+                if batch.detached:
+                    batch.detached.discard(ck)
+                self._cache[ck] = batch
             return
-        if self._caching:
-            batch = self._inflight.get(ck)
-            if batch is not None:
-                batch.join(ck, waiter)
-                self._cache_hits += 1
-                return
         if self._queued >= self._max_queue:
             raise self._full(key)
-        pending[ck] = waiter
-        if self._pending_keys is not None:
-            self._pending_keys[ck] = key
+        waiters[ck] = waiter
+        if batch.keys is not None:
+            batch.keys[ck] = key
+        if self._caching:
+            self._cache[ck] = batch
         self._queued += 1
-        size = len(pending)
-        if size == 1:
-            self._schedule()
-        if size >= self._max_batch:
+        if len(waiters) >= self._max_batch:
             self._dispatch()
+
+    def _open_window(self) -> Batch:
+        """Start the pending batch for a first key, and arrange its dispatch."""
+        loop = self._loop
+        assert loop is not None
+        batch = self._batch = Batch({} if self._remember_keys else None, loop.time())
+        self._thread = get_ident()
+        self._schedule(batch)
+        return batch
 
     # -- when to dispatch ----------------------------------------------------------------
     #
@@ -420,12 +543,17 @@ class Engine:
     # The ready queue is asyncio's private `_ready` deque; on loops without one
     # (uvloop) only the quiet-iterations rule applies.
 
-    def _schedule(self) -> None:
+    #
+    # With ``schedule=``, the user's function decides: it gets the batch's dispatch
+    # and calls it when it likes (max_batch_size still dispatches at once).
+
+    def _schedule(self, batch: Batch) -> None:
         """Arrange the dispatch of a batch whose first key just arrived."""
         loop = self._loop
         assert loop is not None
-        self._first_at = loop.time()
-        if self._wait:
+        if self._scheduler is not None:
+            self._scheduler(functools.partial(self._dispatch_if_pending, batch))
+        elif self._wait:
             self._handle = loop.call_later(self._wait, self._due)
         else:
             self._seen = 0
@@ -433,8 +561,15 @@ class Engine:
             self._iterations = 0
             self._handle = loop.call_soon(self._on_iteration)
 
+    def _dispatch_if_pending(self, batch: Batch) -> None:
+        """``schedule``'s callback: dispatch ``batch`` unless it went already."""
+        if self._batch is batch:
+            self._due()
+
     def _on_iteration(self) -> None:
-        size = len(self._pending)
+        """One look per loop iteration at whether the pending batch's wave is over."""
+        batch = self._batch
+        size = len(batch.waiters) if batch is not None else 0
         self._iterations += 1
         if size != self._seen:
             self._seen = size
@@ -477,27 +612,30 @@ class Engine:
         """Hand the pending batch to a task of its own, if anything is pending.
 
         The task runs in the current context, or in the one a held batch kept.
+        Its keys' cache entries point at the batch already (``_route``), so new
+        loads of them join it in flight.
         """
         context, self._held = self._held, None
-        pending = self._pending
-        if not pending:
+        batch = self._batch
+        if batch is None:
             return
+        self._batch = None
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        batch = Batch(pending, self._pending_extra, self._pending_keys, self._first_at)
-        self._pending = {}
-        self._pending_extra = None
-        if self._pending_keys is not None:
-            self._pending_keys = {}
-        if self._caching:
-            self._inflight.update(dict.fromkeys(pending, batch))
         assert self._loop is not None
         task = self._loop.create_task(self._run(batch), context=context)
         self._batches[task] = batch
         task.add_done_callback(self._on_batch_done)
+        if self._cancel_unused and not self._caching:
+            self._watch_callers(task, batch)
 
     # -- running a batch -----------------------------------------------------------------
+    #
+    # ``_run`` is the loop of attempts; each attempt takes a concurrency slot,
+    # picks the keys still worth fetching (``_keys_of_attempt``), calls the batch
+    # function under the observers' eyes (``_call_observed``), and settles the
+    # outcome (``_settle``): answers, failures, and the keys to retry, if any.
 
     async def _run(self, batch: Batch) -> None:
         """Call the batch function until every caller of ``batch`` is answered."""
@@ -506,116 +644,149 @@ class Engine:
             if self._max_concurrency is not None:
                 await self._acquire_slot()
             try:
-                if not batch.started:
-                    batch.started = True
-                    self._queued -= len(batch.waiters)
-                if batch.attempts == 0:
-                    # First call: skipped when every caller is gone. Keys whose own
-                    # callers were cancelled still go along: checking each key costs
-                    # more than fetching it.
-                    if not _any_waiting(batch):
-                        self._forget(batch, cks)
-                        batch.finished = True
-                        return
-                    keys = list(cks if batch.keys is None else batch.keys.values())
-                else:
-                    live = batch.live(cks)
-                    if len(live) < len(cks):
-                        self._forget(batch, set(cks).difference(live))
-                    cks = live
-                    if not cks:
-                        batch.finished = True
-                        return
-                    keys = list(cks) if batch.keys is None else [batch.keys[ck] for ck in cks]
-                batch.attempts += 1
-                self._calls += 1
-                self._keys_dispatched += len(keys)
-                if len(keys) > self._largest:
-                    self._largest = len(keys)
-                watch = self._observe(batch, len(keys)) if OBSERVERS else None
-                try:
-                    outcome = await self._call(keys)
-                except BaseException as exc:  # cancelled: observers still hear the end
-                    if watch:
-                        self._observed(watch, exc, 0)
-                    raise
+                attempt = self._keys_of_attempt(batch, cks)
+                if attempt is None:
+                    batch.finished = True
+                    return
+                cks, keys = attempt
+                outcome, watch = await self._call_observed(batch, keys)
             finally:
                 if self._max_concurrency is not None:
                     self._release_slot()
-            if type(outcome) is _Failure:
-                error = outcome.error
+            retry = self._settle(batch, cks, outcome, watch)
+            if retry is None:
+                batch.finished = True
+                return
+            await self._backoff(batch.attempts)
+            cks = retry
+
+    def _keys_of_attempt(
+        self, batch: Batch, cks: Collection[Hashable]
+    ) -> tuple[Collection[Hashable], list[Any]] | None:
+        """The cache keys and keys to call the batch function with, or None to stop.
+
+        The first call is skipped when every caller is gone; keys whose own
+        callers were cancelled still go along (checking each key costs more than
+        fetching it). A retry takes only the keys someone still waits for.
+        """
+        if not batch.started:
+            batch.started = True
+            self._queued -= len(batch.waiters)
+        if batch.attempts == 0:
+            if not batch.any_waiting():
+                self._forget(batch, cks)
+                return None
+            keys = list(cks if batch.keys is None else batch.keys.values())
+        else:
+            live = batch.live(cks)
+            if len(live) < len(cks):
+                self._forget(batch, set(cks).difference(live))
+            cks = live
+            if not cks:
+                return None
+            keys = list(cks) if batch.keys is None else [batch.keys[ck] for ck in cks]
+        batch.attempts += 1
+        self._calls += 1
+        self._keys_dispatched += len(keys)
+        if len(keys) > self._largest:
+            self._largest = len(keys)
+        return cks, keys
+
+    async def _call_observed(self, batch: Batch, keys: list[Any]) -> tuple[Any, _Watch | None]:
+        """``_call``, with the observers told it starts, and its end if it failed."""
+        watch = self._observe(batch, keys) if OBSERVERS or self._observers else None
+        batch.calling = True
+        try:
+            outcome = await self._call(keys)
+        except BaseException as exc:  # cancelled: observers still hear the end
+            if watch:
+                self._observed(watch, exc, 0)
+            raise
+        finally:
+            batch.calling = False
+        if watch and type(outcome) is _Failure:
+            self._observed(watch, outcome.error, 0)
+        return outcome, watch
+
+    def _settle(
+        self, batch: Batch, cks: Collection[Hashable], outcome: Any, watch: _Watch | None
+    ) -> list[Hashable] | Collection[Hashable] | None:
+        """Answer the callers from one call's outcome; return the keys to retry, or None."""
+        if type(outcome) is _Failure:
+            error = outcome.error
+        else:
+            try:
+                outcomes = self._correlate(outcome, batch, cks)
+            except Exception as exc:  # a result of the wrong shape fails the batch
+                error = exc
                 if watch:
                     self._observed(watch, error, 0)
             else:
-                try:
-                    outcomes = self._correlate(outcome, batch, cks)
-                except Exception as exc:  # a result of the wrong shape fails the batch
-                    error = exc
-                    if watch:
-                        self._observed(watch, error, 0)
-                else:
-                    failed = self._deliver(batch, cks, outcomes)
-                    if watch:
-                        self._observed(watch, None, len(failed))
-                    retry = [ck for ck, exc in failed if self._may_retry(exc, batch.attempts)]
-                    if retry:
-                        retried = set(retry)
-                        failed = [(ck, exc) for ck, exc in failed if ck not in retried]
-                    self._fail_keys(batch, failed, whole=False)
-                    if failed and self._mode is ErrorMode.FAIL_FAST:
-                        self._fail_fast(failed[0][1], batch)
-                    if not retry:
-                        batch.finished = True
-                        return
-                    await self._backoff(batch.attempts)
-                    cks = retry
-                    continue
-            if self._may_retry(error, batch.attempts):
-                await self._backoff(batch.attempts)
-                continue
-            self._failed += 1
-            self._fail_keys(batch, [(ck, error) for ck in cks], whole=True)
-            batch.finished = True
-            if self._mode is ErrorMode.FAIL_FAST:
-                self._fail_fast(error, batch)
-            if isinstance(error, KeyboardInterrupt | SystemExit):
-                raise error
-            return
+                failed = self._deliver(batch, cks, outcomes)
+                if watch:
+                    self._observed(watch, None, len(failed))
+                if not failed:
+                    return None
+                retry = [ck for ck, exc in failed if self._may_retry(exc, batch.attempts)]
+                if retry:
+                    retried = set(retry)
+                    failed = [(ck, exc) for ck, exc in failed if ck not in retried]
+                self._fail_keys(batch, failed, whole=False)
+                if failed and self._mode is ErrorMode.FAIL_FAST:
+                    self._fail_fast(failed[0][1], batch)
+                return retry or None
+        if self._may_retry(error, batch.attempts):
+            return cks
+        self._failed += 1
+        self._fail_keys(batch, [(ck, error) for ck in cks], whole=True)
+        batch.finished = True
+        if self._mode is ErrorMode.FAIL_FAST:
+            self._fail_fast(error, batch)
+        if isinstance(error, KeyboardInterrupt | SystemExit):
+            raise error
+        return None
 
-    def _observe(
-        self, batch: Batch, size: int
-    ) -> tuple[BatchInfo, list[tuple[BatchObserver, Any]]] | None:
+    def _observe(self, batch: Batch, keys: list[Any]) -> _Watch:
         """Tell the observers a call starts; return what ``_observed`` needs."""
         assert self._loop is not None
+        now = self._loop.time()
         info = BatchInfo(
             loader=self._name,
             kind=self._kind,
-            size=size,
+            size=len(keys),
             attempt=batch.attempts,
-            waited_ms=(self._loop.time() - batch.created) * 1000,
+            waited_ms=(now - batch.created) * 1000,
+            keys=tuple(keys),
         )
         tokens = []
-        for observer in list(OBSERVERS):
+        for observer in (*OBSERVERS, *self._observers):
             try:
                 tokens.append((observer, observer.batch_started(info)))
             except Exception as exc:
                 self._report_observer(observer, exc)
-        return info, tokens
+        return info, now, tokens
 
-    def _observed(
-        self,
-        watch: tuple[BatchInfo, list[tuple[BatchObserver, Any]]],
-        error: BaseException | None,
-        failed_keys: int,
-    ) -> None:
-        info, tokens = watch
+    def _observed(self, watch: _Watch, error: BaseException | None, failed_keys: int) -> None:
+        """Tell the observers that saw a call start how it ended."""
+        info, started, tokens = watch
+        assert self._loop is not None
+        ended = BatchInfo(
+            loader=info.loader,
+            kind=info.kind,
+            size=info.size,
+            attempt=info.attempt,
+            waited_ms=info.waited_ms,
+            keys=info.keys,
+            duration_ms=(self._loop.time() - started) * 1000,
+        )
         for observer, token in tokens:
             try:
-                observer.batch_finished(token, info, error, failed_keys)
+                observer.batch_finished(token, ended, error, failed_keys)
             except Exception as exc:
                 self._report_observer(observer, exc)
 
     def _report_observer(self, observer: BatchObserver, exc: Exception) -> None:
+        """An observer raised: the loop's exception handler hears of it, callers do not."""
         assert self._loop is not None
         self._loop.call_exception_handler(
             {"message": f"gqlbatch observer {observer!r} raised", "exception": exc}
@@ -664,53 +835,56 @@ class Engine:
         raise NotImplementedError
 
     def _missing_error(self, batch: Batch, ck: Hashable, outcomes: Any) -> BaseException:
-        """The error for a key absent from the result, where ``_absent`` is RAISE."""
+        """The error for a key absent from the result, where ``absent`` is RAISE."""
         return MissingKeyError(self._name, batch.key(ck), kind=self._kind)
 
     def _deliver(
         self, batch: Batch, cks: Collection[Hashable], outcomes: Any
     ) -> list[tuple[Hashable, BaseException]]:
-        """Answer each key's callers from ``outcomes``; return the keys that failed."""
+        """Answer each key's callers from ``outcomes``; return the keys that failed.
+
+        A value is cached unless its key was detached, as the caller's own future
+        when the engine completed it, else as ``(value,)``: a future its caller
+        completed or cancelled first never becomes what other loads receive.
+        """
         waiters = batch.waiters
         extra = batch.extra
-        caching = self._caching
-        cache = self._cache
-        stored = self._stored
-        inflight = self._inflight
+        cache = self._cache if self._caching and batch.cached else None
+        detached = batch.detached
         absent = self._absent
+        get = outcomes.get
         failed: list[tuple[Hashable, BaseException]] = []
-        for ck in cks:
-            value = outcomes.get(ck, ABSENT)
+        pairs = waiters.items() if cks is waiters else [(ck, waiters[ck]) for ck in cks]
+        for ck, first in pairs:
+            value = get(ck, ABSENT)
             if value is ABSENT:
                 value = absent
                 if value is RAISE:
                     for waiter in batch.callers(ck):
                         _fail(waiter, self._missing_error(batch, ck, outcomes))
-                    if caching and inflight.get(ck) is batch:
-                        del inflight[ck]
-                        stored[ck] = MISS
+                    if cache is not None and not (detached and ck in detached):
+                        cache[ck] = MISS
                     continue
             elif isinstance(value, BaseException):
                 failed.append((ck, value))
                 continue
-            first = waiters[ck]
-            if not first.done():
+            if first.done():
+                entry: Any = (value,)
+            else:
                 first.set_result(value)
+                entry = first if first.__class__ is FUTURE else (value,)
             if extra:
                 for waiter in extra.get(ck, ()):
                     _answer(waiter, value)
-            if caching and inflight.get(ck) is batch:
-                del inflight[ck]
-                if type(first) is asyncio.Future and not first.cancelled():
-                    cache[ck] = first
-                else:
-                    stored[ck] = (value,)
+            if cache is not None and not (detached and ck in detached):
+                cache[ck] = entry
         return failed
 
     # -- failures ------------------------------------------------------------------------
 
     def _may_retry(self, error: BaseException, attempts: int) -> bool:
-        if self._mode is not ErrorMode.RETRY or self._state:
+        """Whether the error mode and the retry policy retry ``error`` now."""
+        if self._mode is not ErrorMode.RETRY or self._state is not OPEN:
             return False
         return self._retry.should_retry(error, attempts - 1)
 
@@ -729,7 +903,6 @@ class Engine:
         its cause. A per-key exception otherwise reaches its callers as the very
         object the batch function returned. Failures are never cached.
         """
-        inflight = self._inflight
         retry_mode = self._mode is ErrorMode.RETRY and self._retry.retries > 0
         for ck, error in failed:
             wrap = whole or (retry_mode and isinstance(error, self._retry.retry_on))
@@ -741,15 +914,17 @@ class Engine:
                     if wrap
                     else error,
                 )
-            if inflight.get(ck) is batch:
-                del inflight[ck]
+        self._forget(batch, [ck for ck, _ in failed])
 
     def _forget(self, batch: Batch, cks: Iterable[Hashable]) -> None:
         """Stop routing new loads of ``cks`` to ``batch``, which will not answer them."""
-        inflight = self._inflight
+        if not self._caching:
+            return
+        cache = self._cache
         for ck in cks:
-            if inflight.get(ck) is batch:
-                del inflight[ck]
+            if cache.get(ck) is batch:
+                cache.pop(ck, None)
+            batch.detach(ck)
 
     def _fail_fast(self, cause: BaseException, origin: Batch) -> None:
         """Reject everything else waiting or in flight; new work is accepted after."""
@@ -766,6 +941,17 @@ class Engine:
 
         self._reject_everything(error, cancel=True, spare=origin)
 
+    def _take_pending(self) -> Batch | None:
+        """Empty the pending batch's slot (cancelling its dispatch); return the batch."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._held = None
+        batch, self._batch = self._batch, None
+        if batch is not None:
+            self._queued -= len(batch.waiters)
+        return batch
+
     def _reject_everything(
         self,
         make_error: Callable[[Any, int], BaseException],
@@ -779,27 +965,23 @@ class Engine:
         doing the rejecting); without it, running batch functions are left to
         finish and their results dropped, since every caller is answered already.
         """
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        self._held = None
-        pending = Batch(self._pending, self._pending_extra, self._pending_keys)
-        self._pending = {}
-        self._pending_extra = None
-        if self._pending_keys is not None:
-            self._pending_keys = {}
-        self._queued = 0
-        self._reject_batch(pending, make_error)
+        pending = self._take_pending()
+        if pending is not None:
+            self._forget(pending, pending.waiters)
+            self._reject_batch(pending, make_error)
         for task, batch in list(self._batches.items()):
             if batch is spare:
                 continue
-            batch.started = True  # its keys no longer count as queued
+            if not batch.started:
+                batch.started = True  # its keys no longer count as queued
+                self._queued -= len(batch.waiters)
+            self._forget(batch, batch.waiters)
             self._reject_batch(batch, make_error)
             if cancel:
                 task.cancel()
-        self._inflight.clear()
 
     def _reject_batch(self, batch: Batch, make_error: Callable[[Any, int], BaseException]) -> None:
+        """Fail each caller of ``batch`` not answered yet, one error instance each."""
         for ck in batch.waiters:
             callers = batch.callers(ck)
             if all(w.done() for w in callers):
@@ -809,14 +991,16 @@ class Engine:
                 _fail(waiter, make_error(key, batch.attempts))
 
     def _closed_error(self, key: Any, attempts: int) -> BaseException:
-        return LoaderClosedError(self._name, key, closing=self._state == _CLOSING, kind=self._kind)
+        """The error of a caller that the closing or closed engine will not answer."""
+        return LoaderClosedError(self._name, key, closing=self._state is CLOSING, kind=self._kind)
 
     def _on_batch_done(self, task: asyncio.Task[None]) -> None:
         """Once a batch task ended, nobody may be left waiting on it.
 
         A task that ran to its end answered everyone. One that was cancelled (by
-        ``close()``, fail-fast, or the loop shutting down) may have ended before it
-        could; its remaining callers get a BatchError caused by the cancellation.
+        ``close()``, fail-fast, the loop shutting down, or because nobody could
+        use its result) may have ended before it could; its remaining callers get
+        a BatchError caused by the cancellation.
         """
         batch = self._batches.pop(task, None)
         if batch is None or batch.finished:
@@ -830,6 +1014,56 @@ class Engine:
             batch,
             lambda key, attempts: BatchError(self._name, key, attempts, cause, kind=self._kind),
         )
+
+    # -- batches nobody can use ----------------------------------------------------------
+    #
+    # A running batch whose callers have all cancelled is cancelled too when its
+    # result could not even go to the cache (cache=False, or the engine closing):
+    # an abandoned request then stops costing database work. Only a call under
+    # way is cancelled; a batch not called yet is skipped when its turn comes,
+    # and one between retries retries only keys someone waits for. Watching
+    # costs a done callback per caller, so cached batches are not watched while
+    # the engine is open.
+
+    def _watch_callers(self, task: asyncio.Task[None], batch: Batch) -> None:
+        """Cancel ``task`` once no caller of ``batch`` waits any more (its call running)."""
+        callers = list(batch.all_callers())
+        outers = {id(w): w for w in (getattr(w, "gather", None) for w in callers) if w}
+
+        def gone(waiter: Any) -> None:
+            batch.gone += 1
+            if batch.gone == len(watched) and batch.calling and not task.cancelling():
+                batch.abandoned = True
+                self._cancelled += 1
+                task.cancel()
+
+        # A load_many's positions are answered together with their list: watch the list.
+        watched: list[Any] = [w for w in callers if not hasattr(w, "gather")]
+        watched += [gather.outer for gather in outers.values()]
+        for waiter in watched:
+            waiter.add_done_callback(gone)
+
+    # -- the loop's shutdown -------------------------------------------------------------
+
+    def _abandon(self) -> list[asyncio.Task[None]]:
+        """The loop is shutting down: cancel every handed-out future and batch task.
+
+        Called by ``_LoopWatch``. Futures are cancelled rather than failed: nobody
+        will await them, and a failed future nobody awaits is logged.
+        """
+        pending = self._take_pending()
+        batches = list(self._batches.values())
+        if pending is not None:
+            batches.append(pending)
+        for batch in batches:
+            batch.finished = True  # nothing left for _on_batch_done to answer
+            for waiter in batch.all_callers():
+                waiter.cancel()
+        tasks = list(self._batches)
+        for task in tasks:
+            task.cancel()
+        self._cache.clear()
+        return tasks
 
     # -- concurrency slots ---------------------------------------------------------------
 
@@ -850,6 +1084,7 @@ class Engine:
             raise
 
     def _release_slot(self) -> None:
+        """Pass a slot to the next batch waiting for one, or free it."""
         while self._slot_waiters:
             slot = self._slot_waiters.popleft()
             if not slot.done():
@@ -860,7 +1095,84 @@ class Engine:
             self._dispatch()
 
 
+_Watch = tuple[BatchInfo, float, list[tuple[BatchObserver, Any]]]
+"""What ``_observe`` hands ``_observed``: the call's info, its start time, the tokens."""
+
+
+class _LoopWatch:
+    """Cleans up after the engines bound to one event loop when the loop shuts down.
+
+    asyncio has no "loop closing" callback, but ``asyncio.run`` (and
+    ``loop.shutdown_asyncgens()``) closes every async generator started on the
+    loop, after it has cancelled the remaining tasks. One generator per loop,
+    started when the first engine binds, waits for that moment; then every
+    engine cancels what it handed out, and the batch tasks it cancels are
+    awaited, so the loop closes with no task pending and no coroutine never
+    awaited.
+    """
+
+    _watches: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWatch]] = (
+        weakref.WeakKeyDictionary()
+    )
+    """Watches of loops without a ``__dict__`` (uvloop's)."""
+
+    def __init__(self) -> None:
+        self.engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+        self.closer: AsyncGenerator[None, None] | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _LoopWatch:
+        """The watch of ``loop``, started on first use.
+
+        Kept in the loop's own ``__dict__`` where it has one, so that a loop
+        closed without ``shutdown_asyncgens()`` and its watch (whose generator
+        refers back to the loop) go together as one garbage cycle.
+        """
+        watch: _LoopWatch | None = getattr(loop, "_gqlbatch_watch", None)
+        if watch is None:
+            watch = cls._watches.get(loop) if hasattr(loop, "__weakref__") else None
+        if watch is None:
+            watch = cls()
+            try:
+                loop._gqlbatch_watch = watch  # type: ignore[attr-defined]  # our own slot
+            except AttributeError:
+                try:
+                    cls._watches[loop] = watch
+                except TypeError:  # no weak references either: nothing to watch with
+                    return watch
+            watch.start()
+        return watch
+
+    def add(self, engine: Engine) -> None:
+        """Clean ``engine`` up too when the loop shuts down."""
+        self.engines.add(engine)
+
+    def start(self) -> None:
+        """Start the generator; the loop's first-iteration hook registers it."""
+        if sys.get_asyncgen_hooks().firstiter is None:
+            return  # not run by a loop that closes async generators
+        closer = self.closer = self._wait_for_shutdown()
+        with contextlib.suppress(StopIteration):  # it stops at its first ``yield``
+            closer.__anext__().send(None)
+
+    async def _wait_for_shutdown(self) -> AsyncGenerator[None, None]:
+        """Suspend until the loop closes its async generators; then clean up."""
+        try:
+            yield
+        finally:
+            loop = asyncio.get_running_loop()
+            if getattr(loop, "_gqlbatch_watch", None) is self:
+                del loop._gqlbatch_watch  # type: ignore[attr-defined]  # set in of()
+            if hasattr(loop, "__weakref__"):
+                self._watches.pop(loop, None)
+            tasks = [task for engine in list(self.engines) for task in engine._abandon()]
+            self.engines.clear()
+            if tasks:
+                await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
+
+
 def _unbound() -> asyncio.Future[Any]:
+    """The future factory of an engine not bound yet: every caller checks first."""
     raise RuntimeError("not bound to an event loop yet")
 
 
@@ -871,12 +1183,3 @@ class _Failure:
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
-
-
-def _any_waiting(batch: Batch) -> bool:
-    for waiter in batch.waiters.values():
-        if not waiter.done():
-            return True
-    if batch.extra:
-        return any(not w.done() for ws in batch.extra.values() for w in ws)
-    return False

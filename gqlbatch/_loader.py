@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from asyncio.events import _get_running_loop
 from collections.abc import (
     Awaitable,
     Callable,
@@ -13,11 +12,14 @@ from collections.abc import (
     Hashable,
     Iterable,
     Mapping,
+    Sized,
 )
-from typing import Any, Final, Generic, Literal, TypeVar, Unpack, overload
+from threading import get_ident
+from typing import Any, Final, Generic, Literal, Self, TypeVar, Unpack, overload
 
-from gqlbatch._engine import MISS, RAISE, Batch, Engine
+from gqlbatch._engine import FUTURE, MISS, RAISE, Batch, Engine, Promise
 from gqlbatch._errors import MissingKeyError
+from gqlbatch._observe import BatchObserver
 from gqlbatch._options import (
     LOADER_DEFAULTS,
     batch_options,
@@ -27,7 +29,7 @@ from gqlbatch._options import (
     check_options,
 )
 from gqlbatch._stats import LoaderStats
-from gqlbatch._types import BatchFunction, LoaderOptions, RowsBatchFunction
+from gqlbatch._types import BatchFunction, CacheMap, LoaderOptions, RowsBatchFunction
 from gqlbatch._value_cache import CircuitBreaker, SharedStage
 
 __all__ = ["KeyedLoader"]
@@ -94,6 +96,9 @@ class _Position:
         else:
             self.gather.outer.set_exception(error)
 
+    def cancel(self) -> bool:
+        return self.gather.outer.cancel()
+
 
 class KeyedLoader(Engine, Generic[K, V]):
     """Batch and cache loads by key, correlating results by key, never by position.
@@ -125,6 +130,13 @@ class KeyedLoader(Engine, Generic[K, V]):
         cache (bool): keep values, misses and loads in flight (default True).
         cache_key (Callable[[K], Hashable] | None): maps a key to a hashable cache key
             (keys and result keys alike).
+        cache_map (CacheMap | None): keep the cache in this object (``get``/``set``/
+            ``delete``/``clear``, see :class:`CacheMap`), e.g. an LRU bound; its keys
+            are cache keys.
+        schedule (Callable | None): ``(dispatch) -> None``, called when a batch's first
+            key arrives; the batch goes when it calls ``dispatch()`` (or at
+            ``max_batch_size``).
+        observers (Sequence[BatchObserver]): observers of this loader only (default none).
         name (str | None): named in errors and statistics.
         value_cache (ValueCache | None): a :class:`ValueCache` shared beyond this loader (another
             process, another machine), consulted once per batch before the
@@ -210,6 +222,13 @@ class KeyedLoader(Engine, Generic[K, V]):
         self._missing_mode = check_choice("missing", missing, ("none", "error"))
         self._key_type = _check_key_type(options.get("key_type"))
         cache_key = self._cache_key = check_callable("cache_key", options.get("cache_key"))
+        cache_map = _check_cache_map(options.get("cache_map"))
+        schedule = check_callable("schedule", options.get("schedule"))
+        if schedule is not None and engine_options.max_wait_ms:
+            raise ValueError(
+                "schedule= decides when a batch goes, so it cannot be combined with "
+                f"max_wait_ms={engine_options.max_wait_ms!r}; pass one or the other"
+            )
         super().__init__(
             batch_fn,
             engine_options,
@@ -217,7 +236,12 @@ class KeyedLoader(Engine, Generic[K, V]):
             caching=check_bool("cache", options.get("cache", True)),
             absent=RAISE if missing == "error" else None,
             remember_keys=cache_key is not None,
+            cancel_unused=True,
+            schedule=schedule,
+            observers=_check_observers(options.get("observers", ())),
         )
+        if cache_map is not None:
+            self._cache = _MapCache(cache_map)
         # The shared stage, if any, wraps the (validated) batch function; the
         # wrapper answers by cache key, so ``_correlate`` passes its result on.
         self._shared: SharedStage | None = None
@@ -234,9 +258,10 @@ class KeyedLoader(Engine, Generic[K, V]):
                 breaker=options.get("value_cache_breaker"),
             )
             self._batch_fn = self._shared.wrap(self._batch_fn, cache_key, self._outcomes)
-        # What ``load``'s fast path looks keys up in: the cache itself when keys
-        # are their own cache keys, else a dict that stays empty.
-        self._hits: dict[Any, asyncio.Future[Any]] = self._cache if cache_key is None else {}
+        # Keys that are their own cache keys, in a dict: ``load`` takes its fast
+        # path, where ``_hits`` is the cache. Otherwise ``_hits`` stays empty.
+        self._plain = cache_key is None and cache_map is None
+        self._hits: dict[Any, Any] = self._cache if self._plain else {}
 
     @property
     def stats(self) -> LoaderStats:
@@ -260,61 +285,93 @@ class KeyedLoader(Engine, Generic[K, V]):
         return None if self._shared is None else self._shared.breaker
 
     def __repr__(self) -> str:
-        cached = len(self._cache) + len(self._stored)
-        return f"<KeyedLoader {self._name or ''!s} size={self._queued} cached={cached}>"
+        return f"<KeyedLoader {self._name or ''!s} size={self._queued} cached={len(self._cache)}>"
 
     # -- loading -------------------------------------------------------------------------
 
     def load(self, key: K) -> asyncio.Future[V]:
         """Return a future of ``key``'s value, batched with the other loads of this moment.
 
-        A pending future is this caller's own: cancelling it affects nobody else.
-        A cache hit may return a shared future that is already done.
+        A pending future is this caller's own: cancelling it (or completing it)
+        affects nobody else. A cache hit may return a shared future that is
+        already done.
 
-        Raises (at once): TypeError for an unhashable key or one not of
-        ``key_type``; :class:`QueueFullError`; :class:`LoaderClosedError`;
-        :class:`WrongEventLoopError`.
+        Raises (at once): TypeError for None (unless ``key_type`` admits it), an
+        unhashable key or one not of ``key_type``; :class:`QueueFullError`;
+        :class:`LoaderClosedError`; :class:`WrongEventLoopError`.
         """
-        # The fast path, first: a value already cached as a done future. Misses,
-        # other cached entries and unhashable keys go on to ``_load``. No loop
-        # check here: awaiting a done future works from any event loop.
+        # The hot path, in one function: a value cached as a done future (no
+        # loop check: awaiting a done future works from any event loop), or a
+        # new key joining the batch pending on this thread's loop (see the
+        # engine's ``_route``). Everything else takes ``_load``.
         try:
             hit = self._hits.get(key)
         except TypeError:
-            hit = None
+            return self._load(key)  # raises: unhashable
         if hit is not None:
-            self._fast_hits += 1
-            return hit
-        return self._load(key)
+            if hit.__class__ is FUTURE:
+                self._fast_hits += 1
+                return hit
+            return self._load(key)
+        batch = self._batch
+        if batch is None or key is None or self._thread != get_ident() or not self._plain:
+            return self._load(key)
+        key_type = self._key_type
+        if key_type is not None and not isinstance(key, key_type):
+            raise self._wrong_type(key)
+        waiters = batch.waiters
+        if key in waiters or self._queued >= self._max_queue:
+            return self._load(key)
+        future: asyncio.Future[V] = self._new_future()
+        waiters[key] = future
+        if self._caching:
+            self._hits[key] = batch
+        self._queued += 1
+        self._loads += 1
+        if len(waiters) >= self._max_batch:
+            self._dispatch()
+        return future
 
     def _load(self, key: Any) -> asyncio.Future[V]:
-        loop = _get_running_loop()
-        if loop is None or loop is not self._loop or self._state:
-            self._check_open(key)
-        if self._key_type is not None and not isinstance(key, self._key_type):
-            raise self._wrong_type(key)
-        ck = key if self._cache_key is None else self._cache_key(key)
+        """``load``'s every other case: checks, cache entries, a new batch window."""
+        self._check_key(key)
+        ck = self._ck(key)
+        self._enter(key)
         self._loads += 1
-        try:
-            hit = self._cache.get(ck)
-        except TypeError:
-            raise self._unhashable(key, ck) from None
-        if hit is not None:
-            self._cache_hits += 1
-            return hit
-        if self._stored and ck in self._stored:
-            self._cache_hits += 1
-            entry = self._stored[ck]
-            hit = self._new_future()
-            if entry is MISS:
-                hit.set_exception(self._missing_error_for(key))
-            else:  # first hit on a value stored without a future: keep the future
-                hit.set_result(entry[0])
-                del self._stored[ck]
-                self._cache[ck] = hit
-            return hit
+        entry = self._cache.get(ck)
+        if entry is not None:
+            return self._from_entry(ck, key, entry)
         future: asyncio.Future[V] = self._new_future()
         self._route(ck, key, future)
+        return future
+
+    def _enter(self, key: Any) -> None:
+        """Check that this load may proceed: a thread-id read while a batch is pending.
+
+        A pending batch means the loader is open and bound to the loop running
+        in ``_thread`` (see the engine's ``_route``); otherwise the full check.
+        """
+        if self._batch is None or self._thread != get_ident():
+            self._check_open(key)
+
+    def _from_entry(self, ck: Hashable, key: Any, entry: Any) -> asyncio.Future[Any]:
+        """A future answering ``key`` from its cache entry (see the engine's docstring)."""
+        cls = entry.__class__
+        if cls is FUTURE:
+            self._cache_hits += 1
+            return entry  # type: ignore[no-any-return]
+        future = self._new_future()
+        if cls is tuple:
+            self._cache_hits += 1
+            future.set_result(entry[0])
+            self._cache[ck] = future  # later hits take load's fast path
+        elif entry is MISS:
+            self._cache_hits += 1
+            future.set_exception(self._missing_error_for(key))
+        else:  # a Batch, pending or in flight, or a Promise
+            if entry is not self._batch:
+                self._cache_hits += 1
+            entry.join(ck, future)
         return future
 
     def load_many(
@@ -327,20 +384,16 @@ class KeyedLoader(Engine, Generic[K, V]):
         key's place in the list. Duplicate keys are fetched once.
         """
         keys = list(keys)
-        first = keys[0] if keys else None
-        self._check_open(first)
+        for key in keys:
+            self._check_key(key)
+        self._enter(keys[0] if keys else None)
         outer: asyncio.Future[list[Any]] = self._new_future()
         gather = _Gather(outer, len(keys), return_exceptions)
         if not keys:
             outer.set_result([])
             return outer
         cache_key = self._cache_key
-        key_type = self._key_type
         cks = keys if cache_key is None else [cache_key(k) for k in keys]
-        if key_type is not None:
-            for key in keys:
-                if not isinstance(key, key_type):
-                    raise self._wrong_type(key)
         self._loads += len(keys)
         try:
             if self._queued + len(keys) > self._max_queue:
@@ -348,58 +401,70 @@ class KeyedLoader(Engine, Generic[K, V]):
         except TypeError:
             raise self._unhashable_among(keys, cks) from None
         cache = self._cache
-        stored = self._stored
         routed: dict[Hashable, _Position] = {}
         for index, (key, ck) in enumerate(zip(keys, cks, strict=True)):
             try:
-                hit = cache.get(ck)
+                position = routed.get(ck)
             except TypeError:
                 outer.cancel()
                 raise self._unhashable(key, ck) from None
-            if hit is not None:
-                self._cache_hits += 1
-                gather.put(index, hit.result())
-                continue
-            entry = stored.get(ck) if stored else None
-            if entry is None:
-                position = routed.get(ck)
-                if position is None:
-                    position = routed[ck] = _Position(gather, index)
-                    self._route(ck, key, position)
-                elif position.more is None:
+            if position is not None:  # a duplicate within this call
+                if position.more is None:
                     position.more = [index]
                 else:
                     position.more.append(index)
                 continue
-            self._cache_hits += 1
-            if entry is MISS:
+            entry = cache.get(ck)
+            if entry is None:
+                position = routed[ck] = _Position(gather, index)
+                self._route(ck, key, position)
+                continue
+            cls = entry.__class__
+            if cls is FUTURE:
+                self._cache_hits += 1
+                gather.put(index, entry.result())
+            elif cls is tuple:
+                self._cache_hits += 1
+                gather.put(index, entry[0])
+            elif entry is MISS:
+                self._cache_hits += 1
                 position = _Position(gather, index)
                 if not position.done():
                     position.set_exception(self._missing_error_for(key))
-            else:
-                gather.put(index, entry[0])
+            else:  # a Batch or a Promise
+                if entry is not self._batch:
+                    self._cache_hits += 1
+                position = routed[ck] = _Position(gather, index)
+                entry.join(ck, position)
         return outer
 
     def _check_room(self, keys: list[Any], cks: list[Any]) -> None:
         """Raise QueueFullError unless every new key of a ``load_many`` fits."""
+        pending = self._batch.waiters if self._batch is not None else {}
         new: set[Hashable] = set()
         for key, ck in zip(keys, cks, strict=True):
-            if ck in self._cache or ck in self._stored or ck in self._pending or ck in new:
-                continue
-            if self._caching and ck in self._inflight:
+            if ck in new or ck in pending or self._cache.get(ck) is not None:
                 continue
             new.add(ck)
             if self._queued + len(new) > self._max_queue:
                 raise self._full(key)
 
     # -- the cache -----------------------------------------------------------------------
+    #
+    # A key that waits in a batch (pending or in flight) counts as cached: prime
+    # leaves it alone. ``clear`` detaches it: its callers still get the fetched
+    # value, but the cache will not hold it, so a later ``prime`` or ``load``
+    # starts afresh (graphql/dataloader's rule). ``prime`` after ``clear`` is
+    # therefore how a write replaces a value, waiting or not.
 
-    def prime(self, key: K, value: V) -> None:
+    def prime(self, key: K, value: V | asyncio.Future[Any]) -> Self:
         """Cache ``value`` for ``key`` unless the key is cached, waiting or in flight.
 
         As in graphql/dataloader, priming never overwrites: to replace a value,
-        ``clear(key)`` first. Exceptions are never cached, so priming one raises
-        TypeError. Does nothing when ``cache=False``.
+        ``clear(key)`` first. ``value`` may be a future (a value to come): loads
+        of the key wait for it, and if it fails, the failure is not cached.
+        Exceptions are never cached, so priming one raises TypeError. Does
+        nothing when ``cache=False``. Returns the loader, for chaining.
         """
         if isinstance(value, BaseException):
             raise TypeError(
@@ -407,29 +472,85 @@ class KeyedLoader(Engine, Generic[K, V]):
                 f"for key {key!r}; failures are never cached"
             )
         if not self._caching:
-            return
+            return self
         ck = self._ck(key)
-        if ck in self._cache or ck in self._stored or ck in self._inflight or ck in self._pending:
+        if self._cache.get(ck) is not None:
+            return self
+        if isinstance(value, asyncio.Future):
+            self._prime_future(ck, value)
+        else:
+            self._cache[ck] = (value,)
+        return self
+
+    def prime_many(self, values: Mapping[K, V | asyncio.Future[Any]]) -> Self:
+        """``prime`` each key of ``values`` with its value; returns the loader."""
+        for key, value in values.items():
+            self.prime(key, value)
+        return self
+
+    def _prime_future(self, ck: Hashable, value: asyncio.Future[Any]) -> None:
+        """Prime with a future: its value is cached once there; loads meanwhile wait."""
+        if value.done():
+            if not value.cancelled() and value.exception() is None:
+                self._cache[ck] = (value.result(),)
             return
-        self._stored[ck] = (value,)
+        promise = Promise()
+        self._cache[ck] = promise
 
-    def clear(self, key: K) -> None:
-        """Forget ``key``'s cached value, miss, or load in flight.
+        def settle(done: asyncio.Future[Any]) -> None:
+            failed = done.cancelled() or done.exception() is not None
+            if self._cache.get(ck) is promise:
+                if failed:
+                    self._cache.pop(ck, None)
+                else:
+                    self._cache[ck] = (done.result(),)
+            for waiter in promise.waiters:
+                if done.cancelled():
+                    waiter.cancel()
+                elif failed:
+                    error = done.exception()
+                    assert error is not None
+                    if not waiter.done():
+                        waiter.set_exception(error)
+                elif not waiter.done():
+                    waiter.set_result(done.result())
 
-        A load in flight still answers its callers, but its value is not cached,
-        and later loads of the key fetch it again. With ``value_cache``, the key
-        is deleted there too, in the background (:meth:`invalidate` waits).
+        value.add_done_callback(settle)
+
+    def peek(self, key: K, default: Any = None) -> V | Any:
+        """The value cached for ``key``, or ``default``; never loads.
+
+        A key waiting or in flight, a cached miss, or a key not cached give
+        ``default``.
+        """
+        entry = self._cache.get(self._ck(key))
+        cls = entry.__class__
+        if cls is FUTURE:
+            return entry.result()
+        if cls is tuple:
+            return entry[0]
+        return default
+
+    def clear(self, key: K) -> Self:
+        """Forget ``key``'s cached value, miss, or load waiting or in flight.
+
+        A load waiting or in flight still answers its callers, but its value is
+        not cached, and later loads of the key fetch it again. With
+        ``value_cache``, the key is deleted there too, in the background
+        (:meth:`invalidate` waits). Returns the loader, for chaining.
         """
         ck = self._ck(key)
-        self._cache.pop(ck, None)
-        self._stored.pop(ck, None)
-        self._inflight.pop(ck, None)
+        entry = self._cache.pop(ck, None)
+        if entry.__class__ is Batch:
+            entry.detach(ck)
         if self._shared is not None and self._share_clears:
             _in_background(self._shared.delete, [ck])
+        return self
 
-    def clear_many(self, keys: Iterable[K]) -> None:
+    def clear_many(self, keys: Iterable[K]) -> Self:
         """``clear`` each of ``keys`` (one call of the shared cache for them all)."""
         self.invalidate(*keys)
+        return self
 
     def invalidate(self, *keys: K) -> Awaitable[None]:
         """``clear`` ``keys``, and return an awaitable of their deletion from ``value_cache``.
@@ -450,21 +571,29 @@ class KeyedLoader(Engine, Generic[K, V]):
             return _DONE
         return _in_background(self._shared.delete, [self._ck(key) for key in keys])
 
-    def clear_all(self) -> None:
-        """Forget every cached value, miss, and load in flight."""
+    def clear_all(self) -> Self:
+        """Forget every cached value and miss, and detach every load waiting or in flight.
+
+        Returns the loader, for chaining.
+        """
+        if self._batch is not None:
+            for ck in self._batch.waiters:
+                self._batch.detach(ck)
+        for batch in self._batches.values():
+            batch.cached = False
         self._cache.clear()
-        self._stored.clear()
-        self._inflight.clear()
+        return self
 
     # -- correlation (the engine's face-specific part) ---------------------------------
 
     def _correlate(self, result: Any, batch: Batch, cks: Any) -> Mapping[Hashable, Any]:
+        """Map a result to ``{cache key: value}`` (the shared stage's as it is)."""
         if self._shared is not None:  # the shared stage correlated what it fetched
             return result  # type: ignore[no-any-return]
         return self._outcomes(result, cks)
 
     def _outcomes(self, result: Any, cks: Any) -> Mapping[Hashable, Any]:
-        """The batch function's ``result`` as ``{cache key: outcome}``."""
+        """The batch function's ``result`` as ``{cache key: outcome}``, rows grouped."""
         key_of = self._key_of
         cache_key = self._cache_key
         if key_of is None:
@@ -497,7 +626,27 @@ class KeyedLoader(Engine, Generic[K, V]):
 
     # -- helpers -------------------------------------------------------------------------
 
+    def _check_key(self, key: Any) -> None:
+        """Raise TypeError for a key of the wrong type, or None unless admitted."""
+        key_type = self._key_type
+        if key_type is None:
+            if key is None:
+                raise TypeError(
+                    f"{self._label}: the key None is not accepted (a GraphQL null reaching "
+                    "a loader is a bug in the caller); pass key_type=(..., type(None)) "
+                    "to admit it"
+                )
+        elif not isinstance(key, key_type):
+            if key is None:
+                raise TypeError(
+                    f"{self._label}: the key None is not accepted by key_type="
+                    f"{self._type_names()} (a GraphQL null reaching a loader is a bug in "
+                    "the caller)"
+                )
+            raise self._wrong_type(key)
+
     def _ck(self, key: Any) -> Hashable:
+        """``key``'s cache key, checked to be hashable."""
         ck = key if self._cache_key is None else self._cache_key(key)
         try:
             hash(ck)
@@ -506,25 +655,31 @@ class KeyedLoader(Engine, Generic[K, V]):
         return ck  # type: ignore[no-any-return]
 
     def _missing_error_for(self, key: Any) -> MissingKeyError:
+        """The error of a cached miss, for this caller's key."""
         return MissingKeyError(self._name, key, kind=self._kind)
 
     def _wrong_type(self, key: Any) -> TypeError:
-        expected = self._key_type
-        names = (
-            " or ".join(t.__name__ for t in expected)
-            if isinstance(expected, tuple)
-            else getattr(expected, "__name__", repr(expected))
-        )
+        """The error for a key not of ``key_type``."""
         return TypeError(
-            f"{self._label}: key {key!r} is of type {type(key).__name__}, expected {names}"
+            f"{self._label}: key {key!r} is of type {type(key).__name__}, "
+            f"expected {self._type_names()}"
         )
 
+    def _type_names(self) -> str:
+        """``key_type`` as messages name it: ``int or str``."""
+        expected = self._key_type
+        if isinstance(expected, tuple):
+            return " or ".join(t.__name__ for t in expected)
+        return getattr(expected, "__name__", repr(expected))
+
     def _unhashable(self, key: Any, ck: Any) -> TypeError:
+        """The error for a key whose cache key cannot be hashed."""
         hint = "" if self._cache_key is not None else "; pass cache_key= to make keys hashable"
         shown = f"key {key!r}" if ck is key else f"key {key!r} (cache key {ck!r})"
         return TypeError(f"{self._label}: {shown} is unhashable ({type(ck).__name__}){hint}")
 
     def _unhashable_among(self, keys: list[Any], cks: list[Any]) -> TypeError:
+        """The error for the first unhashable cache key among ``cks``."""
         for key, ck in zip(keys, cks, strict=True):
             try:
                 hash(ck)
@@ -564,8 +719,70 @@ def _in_background(
 
 
 def _check_key_type(value: object) -> type | tuple[type, ...] | None:
+    """``key_type=``: a type, a non-empty tuple of types, or None."""
     if value is None or isinstance(value, type):
         return value
     if isinstance(value, tuple) and value and all(isinstance(t, type) for t in value):
         return value
     raise TypeError(f"key_type must be a type, a tuple of types, or None, got {value!r}")
+
+
+def _check_cache_map(value: object) -> CacheMap | None:
+    """``cache_map=``: None, or an object with the four methods the loader calls."""
+    if value is None:
+        return None
+    missing = [
+        name
+        for name in ("get", "set", "delete", "clear")
+        if not callable(getattr(value, name, None))
+    ]
+    if missing:
+        raise TypeError(
+            f"cache_map must have get, set, delete and clear methods, got {value!r} "
+            f"({type(value).__name__}) without {', '.join(missing)}"
+        )
+    return value  # type: ignore[return-value]  # checked just above
+
+
+def _check_observers(value: object) -> tuple[BatchObserver, ...]:
+    """``observers=``: an iterable of objects with both observer methods."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(f"observers must be a sequence of observers, got {value!r}")
+    observers = tuple(value)
+    for observer in observers:
+        if not callable(getattr(observer, "batch_started", None)) or not callable(
+            getattr(observer, "batch_finished", None)
+        ):
+            raise TypeError(
+                f"observers: {observer!r} has no batch_started and batch_finished methods"
+            )
+    return observers
+
+
+class _MapCache:
+    """A user's ``cache_map`` as the engine uses its cache: the few dict operations."""
+
+    __slots__ = ("map",)
+
+    def __init__(self, cache_map: CacheMap) -> None:
+        self.map = cache_map
+
+    def get(self, ck: Hashable, default: Any = None) -> Any:
+        entry = self.map.get(ck)
+        return default if entry is None else entry
+
+    def __setitem__(self, ck: Hashable, entry: Any) -> None:
+        self.map.set(ck, entry)
+
+    def pop(self, ck: Hashable, default: Any = None) -> Any:
+        entry = self.map.get(ck)
+        if entry is None:
+            return default
+        self.map.delete(ck)
+        return entry
+
+    def clear(self) -> None:
+        self.map.clear()
+
+    def __len__(self) -> int:
+        return len(self.map) if isinstance(self.map, Sized) else 0

@@ -1,9 +1,11 @@
 """Observers: how tracing and metrics integrations see every batch function call.
 
 The engine notifies each registered observer when it calls a batch function and
-when that call's outcome is known. Observers are process-wide, because loaders
-are usually created per request by code that should not have to know about
-tracing. ``gqlbatch.otel`` is one observer; a metrics exporter is another.
+when that call's outcome is known. Observers registered with
+:func:`add_observer` are process-wide, because loaders are usually created per
+request by code that should not have to know about tracing; ``observers=`` on a
+loader adds observers of that loader only. ``gqlbatch.otel`` is one observer; a
+metrics exporter is another.
 
 An observer that raises is reported to the event loop's exception handler and
 otherwise ignored: observing never changes what callers receive.
@@ -11,6 +13,7 @@ otherwise ignored: observing never changes what callers receive.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,6 +34,10 @@ class BatchInfo:
     """1 for the first call of a batch, 2 for its first retry, and so on."""
     waited_ms: float
     """Milliseconds from the batch's first key to this call (backoff included)."""
+    keys: Sequence[Any] = ()
+    """The keys (or items) handed to this call, in the order the batch function got them."""
+    duration_ms: float | None = None
+    """Milliseconds the call took: None at ``batch_started``, set at ``batch_finished``."""
 
 
 class BatchObserver(Protocol):

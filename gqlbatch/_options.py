@@ -30,10 +30,12 @@ class ErrorMode(enum.StrEnum):
 
 
 def _is_int(value: object) -> bool:
+    """An int that is not a bool (``True`` is no batch size)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: object) -> bool:
+    """An int or float that is not a bool."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 

@@ -102,6 +102,7 @@ class BatchedQueue(Engine, Generic[T, R]):
         self._reject_everything(lambda item, attempts: QueueClearedError(), cancel=False)
 
     def _correlate(self, result: Any, batch: Batch, cks: Any) -> Mapping[Hashable, Any]:
+        """Map results to sequence numbers: by position, or by ``key_of`` with a mapping."""
         items = batch.keys
         assert items is not None
         if self._key_of is not None:
@@ -124,6 +125,7 @@ class BatchedQueue(Engine, Generic[T, R]):
         return dict(zip(cks, result, strict=False))
 
     def _missing_error(self, batch: Batch, ck: Hashable, outcomes: Any) -> BaseException:
+        """The error of an item the processor gave no result for, worded per mode."""
         assert batch.keys is not None
         item = batch.keys[ck]
         if self._key_of is not None:

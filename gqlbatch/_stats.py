@@ -30,6 +30,9 @@ class LoaderStats:
     """Calls whose failure reached callers as :class:`BatchError` (after any retries)."""
     rejected: int = 0
     """Loads refused with :class:`QueueFullError`."""
+    cancelled_batches: int = 0
+    """Running batches cancelled because every caller had gone and nothing could use
+    the result (``cache=False``, or the loader closing)."""
     value_cache_hits: int = 0
     """Keys the shared cache (``value_cache``) answered."""
     value_cache_misses: int = 0

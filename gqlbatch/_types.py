@@ -10,19 +10,22 @@ loader's value type, so each signature spells them out in its overloads.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
-from typing import Generic, Literal, TypeAlias, TypedDict, TypeVar
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any, Generic, Literal, Protocol, TypeAlias, TypedDict, TypeVar
 
+from gqlbatch._observe import BatchObserver
 from gqlbatch._options import ErrorMode, RetryPolicy
 from gqlbatch._value_cache import CircuitBreaker, ValueCache
 
 __all__ = [
     "BatchFunction",
+    "CacheMap",
     "EngineOptions",
     "ErrorModeName",
     "KeyType",
     "LoaderOptions",
     "RowsBatchFunction",
+    "Schedule",
 ]
 
 K = TypeVar("K")
@@ -37,6 +40,29 @@ ErrorModeName: TypeAlias = Literal["continue", "fail-fast", "retry"]
 """The values of :class:`~gqlbatch.ErrorMode`, accepted wherever it is."""
 KeyType: TypeAlias = type | tuple[type, ...] | None
 """``key_type=``: a type, a tuple of types, or None (any key)."""
+Schedule: TypeAlias = Callable[[Callable[[], None]], object]
+"""``schedule=``: called with a batch's dispatch when its first key arrives."""
+
+
+class CacheMap(Protocol):
+    """A cache the loader keeps its entries in (``cache_map=``), as graphql/dataloader's.
+
+    Keys are cache keys (``cache_key(key)``, or the key itself); values are the
+    loader's own entries, to be stored and returned as they are. Removing one
+    (an LRU evicting it) is the same as ``loader.clear(key)``.
+    """
+
+    def get(self, key: Any, /) -> Any:
+        """The entry stored for ``key``, or None."""
+
+    def set(self, key: Any, value: Any, /) -> object:
+        """Store ``value`` for ``key``."""
+
+    def delete(self, key: Any, /) -> object:
+        """Remove ``key``'s entry, if any."""
+
+    def clear(self) -> object:
+        """Remove every entry."""
 
 
 class EngineOptions(TypedDict, total=False):
@@ -66,6 +92,9 @@ class LoaderOptions(EngineOptions, Generic[K], total=False):
     key_type: KeyType
     cache: bool
     cache_key: Callable[[K], Hashable] | None
+    cache_map: CacheMap | None
+    schedule: Schedule | None
+    observers: Sequence[BatchObserver]
     value_cache: ValueCache | None
     value_cache_ttl: float | None
     cache_misses_ttl: float | None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, ItemsView, Iterator, Mapping, Sequence
 from typing import TypeVar
 
 from gqlbatch import GqlBatchError
@@ -32,7 +32,7 @@ def from_index_batch(
     batch_fn: Callable[[list[K]], Awaitable[Sequence[V | BaseException]]],
     *,
     name: str | None = None,
-) -> Callable[[list[K]], Awaitable[dict[K, V | BaseException]]]:
+) -> Callable[[list[K]], Awaitable[Mapping[K, V | BaseException]]]:
     """Adapt an index-based batch function to a keyed one.
 
     ``batch_fn`` is written for Strawberry's ``DataLoader`` or aiodataloader:
@@ -42,14 +42,15 @@ def from_index_batch(
     instances still fail only their own key. A list of the wrong length raises
     :class:`BatchLengthError` naming ``name`` (default: the function's name),
     which the loader hands to every caller of the batch as a ``BatchError``.
-    Keys must be hashable.
+    Unhashable keys work with the loader's ``cache_key=``: the result is then a
+    mapping that pairs keys and values by position, without hashing the keys.
     """
     if not callable(batch_fn):
         raise TypeError(f"batch_fn must be callable, got {batch_fn!r}")
     label = name or getattr(batch_fn, "__qualname__", None) or repr(batch_fn)
 
     @functools.wraps(batch_fn)
-    async def keyed(keys: list[K]) -> dict[K, V | BaseException]:
+    async def keyed(keys: list[K]) -> Mapping[K, V | BaseException]:
         values = await batch_fn(keys)
         if isinstance(values, str | bytes | Mapping) or not isinstance(values, Sequence):
             raise TypeError(
@@ -58,6 +59,44 @@ def from_index_batch(
             )
         if len(values) != len(keys):
             raise BatchLengthError(label, len(keys), len(values))
-        return dict(zip(keys, values, strict=True))
+        try:
+            return dict(zip(keys, values, strict=True))
+        except TypeError:  # unhashable keys (the loader has cache_key=)
+            return _Aligned(keys, values)
 
     return keyed
+
+
+class _Aligned(Mapping[K, V]):
+    """Keys and values paired by position, for keys that cannot be hashed.
+
+    The loader reads it once, through ``items()``; looking a key up scans.
+    """
+
+    def __init__(self, keys: Sequence[K], values: Sequence[V]) -> None:
+        self.keys_ = keys
+        self.values_ = values
+
+    def __getitem__(self, key: K) -> V:
+        for index, candidate in enumerate(self.keys_):
+            if candidate == key:
+                return self.values_[index]
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self.keys_)
+
+    def __len__(self) -> int:
+        return len(self.keys_)
+
+    def items(self) -> ItemsView[K, V]:
+        return _AlignedItems(self)
+
+
+class _AlignedItems(ItemsView[K, V]):
+    """``_Aligned.items()``: the pairs, without a lookup per key."""
+
+    _mapping: _Aligned[K, V]
+
+    def __iter__(self) -> Iterator[tuple[K, V]]:
+        return zip(self._mapping.keys_, self._mapping.values_, strict=True)

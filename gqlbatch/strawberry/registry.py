@@ -204,7 +204,7 @@ class LoaderRegistry:
         self._loaders: dict[str, KeyedLoader[Any, Any]] = {}
         self._sql: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: int | None = None  # the thread self._loop runs in
+        self._thread: int | None = None  # the thread running ``_loop``
         self._operations = 0
         self._closed = False
 
@@ -255,6 +255,7 @@ class LoaderRegistry:
         loaders = list(self._loaders.values())
         self._loaders.clear()
         self._loop = None
+        self._thread = None
         for made in loaders:
             await made.aclose()
 
@@ -308,7 +309,7 @@ class LoaderRegistry:
             return made
         if self._loop is None:
             self._loop = loop
-            self._thread = get_ident()
+            self._thread = get_ident() if loop is not None else None
         elif loop is not None and loop is not self._loop:
             raise WrongEventLoopError(spec.options.get("name", spec.attribute))
         made = self._create(spec)
@@ -371,6 +372,7 @@ class LoaderRegistry:
         self._loaders.clear()
         self._sql.clear()
         self._loop = None
+        self._thread = None
         for made in loaders:
             made.close()
 

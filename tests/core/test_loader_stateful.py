@@ -135,6 +135,7 @@ class Fetch:
     batch: ModelBatch
     waiters: list[tuple[Entry, int]] = field(default_factory=list)
     concluded: bool = False
+    detached: bool = False  # cleared while pending: answers its callers, caches nothing
 
 
 @dataclass(eq=False)
@@ -177,6 +178,7 @@ class Model:
     largest: int = 0
     retries: int = 0
     failed: int = 0
+    cancelled: int = 0  # running batches cancelled because nobody could use them
     rejected: int = 0
 
     @property
@@ -349,8 +351,12 @@ class LoaderMachine(RuleBasedStateMachine):
         except asyncio.CancelledError:
             self.running -= 1
             call.ended = True
+            useless = not self.caching or self.m.closing
             if batch.rejected:
                 call.cancelled = True
+            elif useless and not any(fetch_live(f) for f in batch.fetches.values()):
+                call.cancelled = True  # every caller gone, and nothing could use the result
+                self.m.cancelled += 1
             else:
                 self.hook(self.on_timeout, call)
             raise
@@ -387,8 +393,10 @@ class LoaderMachine(RuleBasedStateMachine):
         """Join the key's pending or in-flight fetch, or start a new one (room checked)."""
         m = self.m
         if m.pending is not None and key in m.pending.fetches:
-            m.pending.fetches[key].waiters.append(waiter)
-            return m.pending.fetches[key]
+            fetch = m.pending.fetches[key]
+            fetch.waiters.append(waiter)
+            fetch.detached = False  # a load after a clear: not fetched yet, so it is fresh
+            return fetch
         if self.caching and key in m.inflight:
             m.inflight[key].waiters.append(waiter)
             m.cache_hits += 1
@@ -420,7 +428,8 @@ class LoaderMachine(RuleBasedStateMachine):
         batch.retry_keys = list(batch.fetches)
         if self.caching:
             for key, fetch in batch.fetches.items():
-                m.inflight[key] = fetch
+                if not fetch.detached:
+                    m.inflight[key] = fetch
 
     def on_dispatch(self, task: asyncio.Task[Any]) -> None:
         m = self.m
@@ -697,13 +706,17 @@ class LoaderMachine(RuleBasedStateMachine):
         self.sync(lambda: self.loader.prime(key, value))
         if m.closed or not self.caching:
             return
-        if key in m.cache or key in m.inflight or (m.pending and key in m.pending.fetches):
+        waiting = m.pending and key in m.pending.fetches and not m.pending.fetches[key].detached
+        if key in m.cache or key in m.inflight or waiting:
             return  # priming never overwrites
         m.cache[key] = value
 
     def model_clear(self, key: int) -> None:
+        """graphql/dataloader's rule: a waiting or in-flight key is detached."""
         self.m.cache.pop(key, None)
         self.m.inflight.pop(key, None)
+        if self.m.pending and key in self.m.pending.fetches:
+            self.m.pending.fetches[key].detached = True
 
     @rule(key=KEYS)
     def clear(self, key: int) -> None:
@@ -721,6 +734,8 @@ class LoaderMachine(RuleBasedStateMachine):
         self.sync(self.loader.clear_all)
         self.m.cache.clear()
         self.m.inflight.clear()
+        for fetch in self.m.pending.fetches.values() if self.m.pending else ():
+            fetch.detached = True
 
     # -- rules: the batch function's behaviour ---------------------------------------------
 
@@ -885,6 +900,7 @@ class LoaderMachine(RuleBasedStateMachine):
             m.retries,
             m.failed,
             m.rejected,
+            m.cancelled,
         )
         actual = (
             stats.loads,
@@ -895,6 +911,7 @@ class LoaderMachine(RuleBasedStateMachine):
             stats.retries,
             stats.failed_batches,
             stats.rejected,
+            stats.cancelled_batches,
         )
         assert actual == expected, f"stats {stats}, the model says {expected}"
 

@@ -936,3 +936,41 @@ async def test_the_extension_leaves_contexts_without_a_registry_alone() -> None:
     result = await plain.execute("{ hello }", context_value={"user": "ada"})
     assert result.data == {"hello": "world"}
     assert result.extensions == {}
+
+
+async def test_from_index_batch_works_with_unhashable_keys_and_cache_key() -> None:
+    async def load_names(filters: list[dict[str, int]]) -> list[str]:
+        return [f"user {f['id']}" for f in filters]
+
+    names = KeyedLoader(from_index_batch(load_names), cache_key=lambda f: f["id"])
+    assert await names.load_many([{"id": 1}, {"id": 2}, {"id": 1}]) == [
+        "user 1",
+        "user 2",
+        "user 1",
+    ]
+
+
+async def test_write_through_on_a_waiting_key_reaches_later_loads() -> None:
+    async def load_titles(ids: list[int]) -> dict[int, str]:
+        return {i: "old" for i in ids}
+
+    titles = KeyedLoader(load_titles)
+    waiting = titles.load(1)
+    write_through(titles, 1, "new")
+    assert await waiting == "old"  # fetched for a caller that asked before the write
+    assert await titles.load(1) == "new"
+
+
+async def test_invalidate_on_a_waiting_key_makes_later_loads_fetch_again() -> None:
+    calls: list[list[int]] = []
+
+    async def load_titles(ids: list[int]) -> dict[int, str]:
+        calls.append(ids)
+        return {i: f"t{len(calls)}" for i in ids}
+
+    titles = KeyedLoader(load_titles)
+    waiting = titles.load(1)
+    await asyncio.sleep(0)
+    invalidate(titles, 1)
+    assert await waiting == "t1"
+    assert await titles.load(1) == "t2"
