@@ -48,6 +48,7 @@ import functools
 import inspect
 import sys
 import weakref
+from asyncio import InvalidStateError
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -907,11 +908,16 @@ class Engine:
             elif isinstance(value, BaseException):
                 failed.append((ck, value))
                 continue
-            if first.done():
-                entry: Any = (value,)
+            if first.__class__ is FUTURE:  # one call, not done() then set_result()
+                try:
+                    first.set_result(value)
+                    entry: Any = first
+                except InvalidStateError:  # its caller completed or cancelled it first
+                    entry = (value,)
             else:
-                first.set_result(value)
-                entry = first if first.__class__ is FUTURE else (value,)
+                if not first.done():
+                    first.set_result(value)
+                entry = (value,)
             if extra:
                 for waiter in extra.get(ck, ()):
                     _answer(waiter, value)
