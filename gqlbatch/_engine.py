@@ -48,6 +48,7 @@ import functools
 import inspect
 import sys
 import weakref
+from asyncio import InvalidStateError
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -146,6 +147,7 @@ class Batch:
         "finished",
         "gone",
         "keys",
+        "routed",
         "started",
         "waiters",
     )
@@ -155,6 +157,7 @@ class Batch:
         self.waiters: dict[Hashable, Waiter] = {}  # cache key -> first waiter, arrival order
         self.extra: dict[Hashable, list[Waiter]] | None = None  # further waiters (rare)
         self.keys = keys  # cache key -> key, where the two differ
+        self.routed = 0  # keys added by ``_route`` (counted as loads there), while pending
         self.attempts = 0  # calls of the batch function so far
         self.started = False  # handed to the batch function at least once
         self.calling = False  # a call of the batch function is under way
@@ -314,11 +317,19 @@ class Engine:
         # empty when caching is off. KeyedLoader may replace it with a cache_map.
         self._cache: Any = {}
         self._batches: dict[asyncio.Task[None], Batch] = {}  # every batch handed out
-        self._queued = 0  # keys accepted and not yet handed to the batch function
+        # Keys accepted and not yet handed to the batch function: those of the
+        # pending batch (``len(waiters)``, counted per batch, not per key) and
+        # ``_queued`` in batches dispatched but not started; ``_room`` is what
+        # ``max_queue_size`` leaves for the pending batch.
+        self._queued = 0
+        self._room = self._max_queue
         self._running = 0  # batch function calls under way (with max_concurrency)
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
         # Statistics.
-        self._loads = 0  # loads that took the slow path
+        # Loads: KeyedLoader.load's fast path adds keys to the pending batch
+        # uncounted; its batch counts them when it leaves the pending slot
+        # (``_count_pending``). Every other load is counted as it is made.
+        self._loads = 0
         self._cache_hits = 0  # cache hits that took the slow path
         self._fast_hits = 0  # cache hits of KeyedLoader.load's fast path
         self._calls = 0
@@ -344,10 +355,11 @@ class Engine:
     @property
     def size(self) -> int:
         """Keys accepted and not yet handed to the batch function."""
-        return self._queued
+        batch = self._batch
+        return self._queued if batch is None else self._queued + len(batch.waiters)
 
     def __len__(self) -> int:
-        return self._queued
+        return self.size
 
     @property
     def closed(self) -> bool:
@@ -358,7 +370,7 @@ class Engine:
     def stats(self) -> LoaderStats:
         """A snapshot of the counters; see :class:`LoaderStats`."""
         return LoaderStats(
-            loads=self._loads + self._fast_hits,
+            loads=self._loads + self._fast_hits + self._uncounted(),
             cache_hits=self._cache_hits + self._fast_hits,
             batches=self._calls,
             keys_dispatched=self._keys_dispatched,
@@ -368,6 +380,21 @@ class Engine:
             rejected=self._rejected,
             cancelled_batches=self._cancelled,
         )
+
+    def _uncounted(self) -> int:
+        """Loads of the pending batch's keys not counted yet (``load``'s fast path)."""
+        batch = self._batch
+        return 0 if batch is None else len(batch.waiters) - batch.routed
+
+    def _count_pending(self, batch: Batch) -> None:
+        """``batch`` leaves the pending slot: count its fast-path loads, queue its keys."""
+        self._loads += len(batch.waiters) - batch.routed
+        self._unqueue(-len(batch.waiters))
+
+    def _unqueue(self, count: int) -> None:
+        """``count`` keys of dispatched batches were handed out (or dropped)."""
+        self._queued -= count
+        self._room = self._max_queue - self._queued
 
     async def flush(self) -> int:
         """Dispatch what waits now, ignoring ``max_wait_ms``, and await every batch in flight.
@@ -436,6 +463,15 @@ class Engine:
         if loop is not self._loop:
             self._bind(loop)
 
+    def _enter(self, key: Any) -> None:
+        """Check that new work may proceed: a thread-id read while a batch is pending.
+
+        A pending batch means the engine is open and bound to the loop running
+        in ``_thread`` (see ``_route``); otherwise the full check.
+        """
+        if self._batch is None or self._thread != get_ident():
+            self._check_open(key)
+
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Bind to ``loop``: at first use, or again once the previous loop was closed.
 
@@ -448,6 +484,8 @@ class Engine:
             if not old.is_closed():
                 raise WrongEventLoopError(self._name, self._kind)
             # Whatever the closed loop left behind can never complete: start afresh.
+            if self._batch is not None:
+                self._loads += self._uncounted()
             self._batch = None
             self._handle = None
             self._held = None
@@ -455,6 +493,7 @@ class Engine:
             self._batches.clear()
             self._slot_waiters.clear()
             self._queued = self._running = 0
+            self._room = self._max_queue
         self._loop = loop
         ready = getattr(loop, "_ready", None)
         self._ready = ready if isinstance(ready, Sized) else None
@@ -485,7 +524,7 @@ class Engine:
         """
         batch = self._batch
         if batch is None:
-            if self._queued >= self._max_queue:
+            if self._room <= 0:
                 raise self._full(key)
             batch = self._open_window()
         waiters = batch.waiters
@@ -496,14 +535,14 @@ class Engine:
                     batch.detached.discard(ck)
                 self._cache[ck] = batch
             return
-        if self._queued >= self._max_queue:
+        if len(waiters) >= self._room:
             raise self._full(key)
         waiters[ck] = waiter
         if batch.keys is not None:
             batch.keys[ck] = key
         if self._caching:
             self._cache[ck] = batch
-        self._queued += 1
+        batch.routed += 1
         if len(waiters) >= self._max_batch:
             self._dispatch()
 
@@ -620,6 +659,7 @@ class Engine:
         if batch is None:
             return
         self._batch = None
+        self._count_pending(batch)
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
@@ -671,7 +711,7 @@ class Engine:
         """
         if not batch.started:
             batch.started = True
-            self._queued -= len(batch.waiters)
+            self._unqueue(len(batch.waiters))
         if batch.attempts == 0:
             if not batch.any_waiting():
                 self._forget(batch, cks)
@@ -868,11 +908,16 @@ class Engine:
             elif isinstance(value, BaseException):
                 failed.append((ck, value))
                 continue
-            if first.done():
-                entry: Any = (value,)
+            if first.__class__ is FUTURE:  # one call, not done() then set_result()
+                try:
+                    first.set_result(value)
+                    entry: Any = first
+                except InvalidStateError:  # its caller completed or cancelled it first
+                    entry = (value,)
             else:
-                first.set_result(value)
-                entry = first if first.__class__ is FUTURE else (value,)
+                if not first.done():
+                    first.set_result(value)
+                entry = (value,)
             if extra:
                 for waiter in extra.get(ck, ()):
                     _answer(waiter, value)
@@ -948,8 +993,8 @@ class Engine:
             self._handle = None
         self._held = None
         batch, self._batch = self._batch, None
-        if batch is not None:
-            self._queued -= len(batch.waiters)
+        if batch is not None:  # its keys are no longer queued
+            self._loads += len(batch.waiters) - batch.routed
         return batch
 
     def _reject_everything(
@@ -974,7 +1019,7 @@ class Engine:
                 continue
             if not batch.started:
                 batch.started = True  # its keys no longer count as queued
-                self._queued -= len(batch.waiters)
+                self._unqueue(len(batch.waiters))
             self._forget(batch, batch.waiters)
             self._reject_batch(batch, make_error)
             if cancel:
@@ -1007,7 +1052,7 @@ class Engine:
             return
         if not batch.started:
             batch.started = True
-            self._queued -= len(batch.waiters)
+            self._unqueue(len(batch.waiters))
         self._forget(batch, batch.waiters)
         cause = asyncio.CancelledError("the batch task was cancelled")
         self._reject_batch(

@@ -285,7 +285,7 @@ class KeyedLoader(Engine, Generic[K, V]):
         return None if self._shared is None else self._shared.breaker
 
     def __repr__(self) -> str:
-        return f"<KeyedLoader {self._name or ''!s} size={self._queued} cached={len(self._cache)}>"
+        return f"<KeyedLoader {self._name or ''!s} size={self.size} cached={len(self._cache)}>"
 
     # -- loading -------------------------------------------------------------------------
 
@@ -320,14 +320,12 @@ class KeyedLoader(Engine, Generic[K, V]):
         if key_type is not None and not isinstance(key, key_type):
             raise self._wrong_type(key)
         waiters = batch.waiters
-        if key in waiters or self._queued >= self._max_queue:
+        if key in waiters or len(waiters) >= self._room:
             return self._load(key)
         future: asyncio.Future[V] = self._new_future()
-        waiters[key] = future
+        waiters[key] = future  # counted as a load and queued per batch (_count_pending)
         if self._caching:
             self._hits[key] = batch
-        self._queued += 1
-        self._loads += 1
         if len(waiters) >= self._max_batch:
             self._dispatch()
         return future
@@ -344,15 +342,6 @@ class KeyedLoader(Engine, Generic[K, V]):
         future: asyncio.Future[V] = self._new_future()
         self._route(ck, key, future)
         return future
-
-    def _enter(self, key: Any) -> None:
-        """Check that this load may proceed: a thread-id read while a batch is pending.
-
-        A pending batch means the loader is open and bound to the loop running
-        in ``_thread`` (see the engine's ``_route``); otherwise the full check.
-        """
-        if self._batch is None or self._thread != get_ident():
-            self._check_open(key)
 
     def _from_entry(self, ck: Hashable, key: Any, entry: Any) -> asyncio.Future[Any]:
         """A future answering ``key`` from its cache entry (see the engine's docstring)."""
@@ -396,7 +385,7 @@ class KeyedLoader(Engine, Generic[K, V]):
         cks = keys if cache_key is None else [cache_key(k) for k in keys]
         self._loads += len(keys)
         try:
-            if self._queued + len(keys) > self._max_queue:
+            if self.size + len(keys) > self._max_queue:
                 self._check_room(keys, cks)
         except TypeError:
             raise self._unhashable_among(keys, cks) from None
@@ -441,12 +430,13 @@ class KeyedLoader(Engine, Generic[K, V]):
     def _check_room(self, keys: list[Any], cks: list[Any]) -> None:
         """Raise QueueFullError unless every new key of a ``load_many`` fits."""
         pending = self._batch.waiters if self._batch is not None else {}
+        queued = self.size
         new: set[Hashable] = set()
         for key, ck in zip(keys, cks, strict=True):
             if ck in new or ck in pending or self._cache.get(ck) is not None:
                 continue
             new.add(ck)
-            if self._queued + len(new) > self._max_queue:
+            if queued + len(new) > self._max_queue:
                 raise self._full(key)
 
     # -- the cache -----------------------------------------------------------------------

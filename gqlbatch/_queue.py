@@ -69,7 +69,7 @@ class BatchedQueue(Engine, Generic[T, R]):
         self._seq = 0
 
     def __repr__(self) -> str:
-        return f"<BatchedQueue {self._name or ''!s} size={self._queued}>"
+        return f"<BatchedQueue {self._name or ''!s} size={self.size}>"
 
     def enqueue(self, item: T) -> asyncio.Future[R]:
         """Add ``item`` to the next batch; return a future of its own result.
@@ -78,7 +78,7 @@ class BatchedQueue(Engine, Generic[T, R]):
         wait (nothing changes); :class:`LoaderClosedError`; TypeError when
         ``key_of(item)`` is unhashable.
         """
-        self._check_open(item)
+        self._enter(item)
         if self._key_of is not None:
             key = self._key_of(item)
             try:
