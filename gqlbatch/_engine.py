@@ -101,6 +101,8 @@ MISS: Final = _Sentinel("MISS")
 
 FUTURE: Final = asyncio.Future
 """The class of the futures the cache may hand out as they are (done, the engine's own)."""
+FAST_LIMIT: Final = (1 << 30) - 1
+"""Most keys a pending batch takes through ``load``'s fast path (an int compared cheaply)."""
 
 
 class State(enum.Enum):
@@ -147,6 +149,7 @@ class Batch:
         "finished",
         "gone",
         "keys",
+        "others",
         "routed",
         "started",
         "waiters",
@@ -166,6 +169,7 @@ class Batch:
         self.detached: set[Hashable] | None = None  # cache keys cleared while it held them
         self.gone = 0  # callers that cancelled while it runs (watched batches only)
         self.abandoned = False  # cancelled because nobody could use its result
+        self.others = False  # a first waiter is not a FUTURE (a load_many position, say)
 
     def join(self, ck: Hashable, waiter: Waiter) -> None:
         """Add a further waiter of a key this batch holds already."""
@@ -303,8 +307,13 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None  # the thread running ``_loop``, while a batch is pending
         self._new_future: Callable[[], asyncio.Future[Any]] = _unbound
+        self._plain_futures = False  # the loop's futures are FUTURE(loop=loop)
         self._state = OPEN
         self._batch: Batch | None = None  # the pending batch, taking keys
+        # The pending batch again, while KeyedLoader.load may add keys to it
+        # without ``_route`` (see "accepting keys" below).
+        self._open: Batch | None = None
+        self._fast_join = False  # the face's fast path may join (KeyedLoader sets it)
         self._handle: asyncio.Handle | None = None  # its dispatch, once scheduled
         # Due but held until a slot frees (``_hold_when_busy``), with the context
         # its task is to run in: the one it would have had if dispatched when due.
@@ -323,6 +332,8 @@ class Engine:
         # ``max_queue_size`` leaves for the pending batch.
         self._queued = 0
         self._room = self._max_queue
+        self._fast_max = min(self._max_batch - 1, FAST_LIMIT)
+        self._limit = min(self._room, self._fast_max)
         self._running = 0  # batch function calls under way (with max_concurrency)
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
         # Statistics.
@@ -395,6 +406,7 @@ class Engine:
         """``count`` keys of dispatched batches were handed out (or dropped)."""
         self._queued -= count
         self._room = self._max_queue - self._queued
+        self._limit = min(self._room, self._fast_max)
 
     async def flush(self) -> int:
         """Dispatch what waits now, ignoring ``max_wait_ms``, and await every batch in flight.
@@ -486,7 +498,7 @@ class Engine:
             # Whatever the closed loop left behind can never complete: start afresh.
             if self._batch is not None:
                 self._loads += self._uncounted()
-            self._batch = None
+            self._batch = self._open = None
             self._handle = None
             self._held = None
             self._cache.clear()
@@ -494,6 +506,7 @@ class Engine:
             self._slot_waiters.clear()
             self._queued = self._running = 0
             self._room = self._max_queue
+            self._limit = min(self._room, self._fast_max)
         self._loop = loop
         ready = getattr(loop, "_ready", None)
         self._ready = ready if isinstance(ready, Sized) else None
@@ -503,6 +516,7 @@ class Engine:
             self._new_future = functools.partial(FUTURE, loop=loop)
         else:
             self._new_future = loop.create_future
+        self._plain_futures = _makes_plain_futures(loop)
         _LoopWatch.of(loop).add(self)
 
     def _full(self, key: Any) -> QueueFullError:
@@ -514,6 +528,17 @@ class Engine:
     # in ``_thread``; one loop runs per thread, so a load from that thread needs no
     # look at the running loop (which costs CPython 3.11 a getpid() system call).
     # The first key of each batch window makes the full check (``_check_open``).
+    #
+    # KeyedLoader.load adds a new key to the pending batch itself, with two dict
+    # stores (the batch's waiters, the cache) and no other per-key bookkeeping,
+    # while the batch is ``_open``: the face allows it (``_fast_join``: plain keys,
+    # a dict cache, caching on) and the loop makes plain futures. What ``_route``
+    # checks per key is settled per batch instead: every key of an open batch is
+    # cached, so a key load did not find in the cache is not in the batch (a
+    # ``clear`` of one of its keys closes it to the fast path); and ``_limit``, a
+    # small int kept beside ``_room``, stops the fast path one key short of
+    # max_batch_size and at max_queue_size, leaving the dispatch or the refusal
+    # to ``_route``. Loads are counted per batch (``_count_pending``).
 
     def _route(self, ck: Hashable, key: Any, waiter: Waiter) -> None:
         """Attach ``waiter`` to the pending batch (opening one) for a key not cached.
@@ -538,6 +563,8 @@ class Engine:
         if len(waiters) >= self._room:
             raise self._full(key)
         waiters[ck] = waiter
+        if type(waiter) is not FUTURE:
+            batch.others = True
         if batch.keys is not None:
             batch.keys[ck] = key
         if self._caching:
@@ -552,6 +579,8 @@ class Engine:
         assert loop is not None
         batch = self._batch = Batch({} if self._remember_keys else None, loop.time())
         self._thread = get_ident()
+        if self._fast_join and self._plain_futures:
+            self._open = batch
         self._schedule(batch)
         return batch
 
@@ -658,7 +687,7 @@ class Engine:
         batch = self._batch
         if batch is None:
             return
-        self._batch = None
+        self._batch = self._open = None
         self._count_pending(batch)
         if self._handle is not None:
             self._handle.cancel()
@@ -889,6 +918,16 @@ class Engine:
         """
         waiters = batch.waiters
         extra = batch.extra
+        if (
+            cks is waiters
+            and extra is None
+            and batch.detached is None
+            and not batch.others
+            and self._absent is None
+            and type(outcomes) is dict
+            and type(self._cache) is dict
+        ):
+            return self._deliver_plain(batch, outcomes)
         cache = self._cache if self._caching and batch.cached else None
         detached = batch.detached
         absent = self._absent
@@ -923,6 +962,44 @@ class Engine:
                     _answer(waiter, value)
             if cache is not None and not (detached and ck in detached):
                 cache[ck] = entry
+        return failed
+
+    def _deliver_plain(
+        self, batch: Batch, outcomes: dict[Hashable, Any]
+    ) -> list[tuple[Hashable, BaseException]]:
+        """``_deliver`` of a first attempt with one FUTURE per key, none cleared, absent None.
+
+        Per key, a lookup and ``set_result`` (an absent key's ``get`` is None,
+        its value); the cache takes the futures in one ``update``, and then the
+        few exceptions: a failed key's entry stays the batch (``_fail_keys``
+        forgets it, a retry keeps it), and a future its caller completed or
+        cancelled first is cached as ``(value,)``.
+        """
+        waiters = batch.waiters
+        get = outcomes.get
+        failed: list[tuple[Hashable, BaseException]] = []
+        late: list[tuple[Hashable, Any]] = []
+        items = iter(waiters.items())
+        ck: Hashable = None
+        value: Any = None
+        while True:
+            try:
+                for ck, first in items:
+                    value = get(ck)
+                    if isinstance(value, BaseException):
+                        failed.append((ck, value))
+                    else:
+                        first.set_result(value)
+                break
+            except InvalidStateError:  # its caller completed or cancelled it first
+                late.append((ck, value))
+        if self._caching and batch.cached:
+            cache = self._cache
+            cache.update(waiters)
+            for ck, value in late:
+                cache[ck] = (value,)
+            for ck, _ in failed:
+                cache[ck] = batch
         return failed
 
     # -- failures ------------------------------------------------------------------------
@@ -993,6 +1070,7 @@ class Engine:
             self._handle = None
         self._held = None
         batch, self._batch = self._batch, None
+        self._open = None
         if batch is not None:  # its keys are no longer queued
             self._loads += len(batch.waiters) - batch.routed
         return batch
@@ -1214,6 +1292,15 @@ class _LoopWatch:
             self.engines.clear()
             if tasks:
                 await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
+
+
+def _makes_plain_futures(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop.create_future()`` is ``FUTURE(loop=loop)``: asyncio's loops, uvloop's."""
+    create = type(loop).create_future
+    if create is asyncio.BaseEventLoop.create_future:
+        return True
+    uvloop = sys.modules.get("uvloop")
+    return uvloop is not None and create is getattr(uvloop.Loop, "create_future", None)
 
 
 def _unbound() -> asyncio.Future[Any]:

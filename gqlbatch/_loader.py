@@ -262,6 +262,7 @@ class KeyedLoader(Engine, Generic[K, V]):
         # path, where ``_hits`` is the cache. Otherwise ``_hits`` stays empty.
         self._plain = cache_key is None and cache_map is None
         self._hits: dict[Any, Any] = self._cache if self._plain else {}
+        self._fast_join = self._plain and self._caching
 
     @property
     def stats(self) -> LoaderStats:
@@ -302,32 +303,34 @@ class KeyedLoader(Engine, Generic[K, V]):
         """
         # The hot path, in one function: a value cached as a done future (no
         # loop check: awaiting a done future works from any event loop), or a
-        # new key joining the batch pending on this thread's loop (see the
-        # engine's ``_route``). Everything else takes ``_load``.
+        # new key joining the batch pending on this thread's loop while the
+        # engine keeps it ``_open`` (every key it holds is cached, so a key not
+        # cached is not in it; ``_limit`` keeps it under max_batch_size and
+        # max_queue_size). Everything else takes ``_load``.
         try:
             hit = self._hits.get(key)
         except TypeError:
             return self._load(key)  # raises: unhashable
         if hit is not None:
-            if hit.__class__ is FUTURE:
+            if type(hit) is FUTURE:
                 self._fast_hits += 1
                 return hit
             return self._load(key)
-        batch = self._batch
-        if batch is None or key is None or self._thread != get_ident() or not self._plain:
+        batch = self._open
+        if batch is None or self._thread != get_ident():
             return self._load(key)
         key_type = self._key_type
-        if key_type is not None and not isinstance(key, key_type):
-            raise self._wrong_type(key)
+        if key_type is None:
+            if key is None:
+                return self._load(key)  # raises
+        elif not isinstance(key, key_type):
+            return self._load(key)  # raises
         waiters = batch.waiters
-        if key in waiters or len(waiters) >= self._room:
+        if len(waiters) >= self._limit:
             return self._load(key)
-        future: asyncio.Future[V] = self._new_future()
+        future: asyncio.Future[V] = FUTURE(loop=self._loop)
         waiters[key] = future  # counted as a load and queued per batch (_count_pending)
-        if self._caching:
-            self._hits[key] = batch
-        if len(waiters) >= self._max_batch:
-            self._dispatch()
+        self._hits[key] = batch
         return future
 
     def _load(self, key: Any) -> asyncio.Future[V]:
@@ -533,6 +536,8 @@ class KeyedLoader(Engine, Generic[K, V]):
         entry = self._cache.pop(ck, None)
         if entry.__class__ is Batch:
             entry.detach(ck)
+            if entry is self._open:  # a key of it is no longer cached: load's fast path stops
+                self._open = None
         if self._shared is not None and self._share_clears:
             _in_background(self._shared.delete, [ck])
         return self
@@ -569,6 +574,7 @@ class KeyedLoader(Engine, Generic[K, V]):
         if self._batch is not None:
             for ck in self._batch.waiters:
                 self._batch.detach(ck)
+            self._open = None  # its keys are no longer cached: load's fast path stops
         for batch in self._batches.values():
             batch.cached = False
         self._cache.clear()
