@@ -563,7 +563,7 @@ class Engine:
         if len(waiters) >= self._room:
             raise self._full(key)
         waiters[ck] = waiter
-        if type(waiter) is not FUTURE:
+        if waiter.__class__ is not FUTURE:
             batch.others = True
         if batch.keys is not None:
             batch.keys[ck] = key

@@ -312,7 +312,7 @@ class KeyedLoader(Engine, Generic[K, V]):
         except TypeError:
             return self._load(key)  # raises: unhashable
         if hit is not None:
-            if type(hit) is FUTURE:
+            if hit.__class__ is FUTURE:
                 self._fast_hits += 1
                 return hit
             return self._load(key)
