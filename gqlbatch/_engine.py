@@ -46,6 +46,7 @@ import contextvars
 import enum
 import functools
 import inspect
+import operator
 import sys
 import weakref
 from asyncio import InvalidStateError
@@ -926,8 +927,9 @@ class Engine:
             and self._absent is None
             and type(outcomes) is dict
             and type(self._cache) is dict
+            and self._deliver_plain(batch, outcomes)
         ):
-            return self._deliver_plain(batch, outcomes)
+            return []
         cache = self._cache if self._caching and batch.cached else None
         detached = batch.detached
         absent = self._absent
@@ -964,43 +966,38 @@ class Engine:
                 cache[ck] = entry
         return failed
 
-    def _deliver_plain(
-        self, batch: Batch, outcomes: dict[Hashable, Any]
-    ) -> list[tuple[Hashable, BaseException]]:
+    def _deliver_plain(self, batch: Batch, outcomes: dict[Hashable, Any]) -> bool:
         """``_deliver`` of a first attempt with one FUTURE per key, none cleared, absent None.
 
-        Per key, a lookup and ``set_result`` (an absent key's ``get`` is None,
-        its value); the cache takes the futures in one ``update``, and then the
-        few exceptions: a failed key's entry stays the batch (``_fail_keys``
-        forgets it, a retry keeps it), and a future its caller completed or
-        cancelled first is cached as ``(value,)``.
+        Per key, no Python code: the values are looked up (an absent key's
+        ``get`` is None, its value) and set by ``map`` in C, and the cache takes
+        the futures in one ``update``; a future its caller completed or cancelled
+        first stops the map once (InvalidStateError), is cached as ``(value,)``,
+        and the map goes on. Returns False, having done nothing, when a value is
+        an exception: ``_deliver`` then answers key by key.
         """
         waiters = batch.waiters
-        get = outcomes.get
-        failed: list[tuple[Hashable, BaseException]] = []
-        late: list[tuple[Hashable, Any]] = []
-        items = iter(waiters.items())
-        ck: Hashable = None
-        value: Any = None
+        values = list(map(outcomes.get, waiters))
+        for cls in set(map(type, values)):
+            if issubclass(cls, BaseException):
+                return False
+        futures = iter(waiters.values())
+        answers = map(FUTURE.set_result, futures, values)
+        late: list[int] = []
         while True:
             try:
-                for ck, first in items:
-                    value = get(ck)
-                    if isinstance(value, BaseException):
-                        failed.append((ck, value))
-                    else:
-                        first.set_result(value)
+                deque(answers, 0)
                 break
             except InvalidStateError:  # its caller completed or cancelled it first
-                late.append((ck, value))
+                late.append(len(values) - operator.length_hint(futures) - 1)
         if self._caching and batch.cached:
             cache = self._cache
             cache.update(waiters)
-            for ck, value in late:
-                cache[ck] = (value,)
-            for ck, _ in failed:
-                cache[ck] = batch
-        return failed
+            if late:
+                cks = list(waiters)
+                for index in late:
+                    cache[cks[index]] = (values[index],)
+        return True
 
     # -- failures ------------------------------------------------------------------------
 
