@@ -57,6 +57,7 @@ from collections.abc import (
     Collection,
     Hashable,
     Iterable,
+    Iterator,
     Sequence,
     Sized,
 )
@@ -981,7 +982,7 @@ class Engine:
         for cls in set(map(type, values)):
             if issubclass(cls, BaseException):
                 return False
-        futures = iter(waiters.values())
+        futures: Iterator[Any] = iter(waiters.values())  # FUTUREs only (not batch.others)
         answers = map(FUTURE.set_result, futures, values)
         late: list[int] = []
         while True:
