@@ -974,30 +974,30 @@ class Engine:
         ``get`` is None, its value) and set by ``map`` in C, and the cache takes
         the futures in one ``update``; a future its caller completed or cancelled
         first stops the map once (InvalidStateError), is cached as ``(value,)``,
-        and the map goes on. Returns False, having done nothing, when a value is
-        an exception: ``_deliver`` then answers key by key.
+        and the map goes on. Returns False, having done nothing, when a value of
+        ``outcomes`` is an exception: ``_deliver`` then answers key by key.
         """
-        waiters = batch.waiters
-        values = list(map(outcomes.get, waiters))
-        for cls in set(map(type, values)):
+        for cls in set(map(type, outcomes.values())):  # every value, not only this batch's
             if issubclass(cls, BaseException):
                 return False
+        waiters = batch.waiters
+        get = outcomes.get
         futures: Iterator[Any] = iter(waiters.values())  # FUTUREs only (not batch.others)
-        answers = map(FUTURE.set_result, futures, values)
+        answers = map(FUTURE.set_result, futures, map(get, waiters))
         late: list[int] = []
         while True:
             try:
                 deque(answers, 0)
                 break
             except InvalidStateError:  # its caller completed or cancelled it first
-                late.append(len(values) - operator.length_hint(futures) - 1)
+                late.append(len(waiters) - operator.length_hint(futures) - 1)
         if self._caching and batch.cached:
             cache = self._cache
             cache.update(waiters)
             if late:
                 cks = list(waiters)
                 for index in late:
-                    cache[cks[index]] = (values[index],)
+                    cache[cks[index]] = (get(cks[index]),)
         return True
 
     # -- failures ------------------------------------------------------------------------
