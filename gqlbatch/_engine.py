@@ -171,7 +171,7 @@ class Batch:
         self.detached: set[Hashable] | None = None  # cache keys cleared while it held them
         self.gone = 0  # callers that cancelled while it runs (watched batches only)
         self.abandoned = False  # cancelled because nobody could use its result
-        self.others = False  # a first waiter is not a FUTURE (a load_many position, say)
+        self.others = False  # a first waiter is a load_many position, not a FUTURE
 
     def join(self, ck: Hashable, waiter: Waiter) -> None:
         """Add a further waiter of a key this batch holds already."""
@@ -542,12 +542,12 @@ class Engine:
     # max_batch_size and at max_queue_size, leaving the dispatch or the refusal
     # to ``_route``. Loads are counted per batch (``_count_pending``).
 
-    def _route(self, ck: Hashable, key: Any, waiter: Waiter) -> None:
+    def _route(self, ck: Hashable, key: Any, waiter: Waiter) -> Batch:
         """Attach ``waiter`` to the pending batch (opening one) for a key not cached.
 
         The caller has checked that the engine is open and bound to the running
         loop. Raises :class:`QueueFullError`, changing nothing, when a new key would
-        exceed ``max_queue_size``.
+        exceed ``max_queue_size``. Returns the batch (which may have gone already).
         """
         batch = self._batch
         if batch is None:
@@ -561,12 +561,10 @@ class Engine:
                 if batch.detached:
                     batch.detached.discard(ck)
                 self._cache[ck] = batch
-            return
+            return batch
         if len(waiters) >= self._room:
             raise self._full(key)
         waiters[ck] = waiter
-        if waiter.__class__ is not FUTURE:
-            batch.others = True
         if batch.keys is not None:
             batch.keys[ck] = key
         if self._caching:
@@ -574,6 +572,7 @@ class Engine:
         batch.routed += 1
         if len(waiters) >= self._max_batch:
             self._dispatch()
+        return batch
 
     def _open_window(self) -> Batch:
         """Start the pending batch for a first key, and arrange its dispatch."""
@@ -925,6 +924,7 @@ class Engine:
             and extra is None
             and batch.detached is None
             and not batch.others
+            and self._plain_futures
             and self._absent is None
             and type(outcomes) is dict
             and type(self._cache) is dict

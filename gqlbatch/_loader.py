@@ -409,7 +409,7 @@ class KeyedLoader(Engine, Generic[K, V]):
             entry = cache.get(ck)
             if entry is None:
                 position = routed[ck] = _Position(gather, index)
-                self._route(ck, key, position)
+                self._route(ck, key, position).others = True
                 continue
             cls = entry.__class__
             if cls is FUTURE:

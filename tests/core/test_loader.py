@@ -821,6 +821,30 @@ def test_works_on_uvloop() -> None:
         assert runner.run(main()) == [0, 10, 20, None, 40]
 
 
+class _OwnFuture(asyncio.Future[Any]):
+    """The future class of a loop that makes its own (an instrumented loop, say)."""
+
+
+class _OwnFutureLoop(asyncio.SelectorEventLoop):
+    def create_future(self) -> asyncio.Future[Any]:
+        return _OwnFuture(loop=self)
+
+
+def test_works_on_a_loop_whose_create_future_makes_its_own_futures() -> None:
+    fetch = Recorder()
+
+    async def main() -> tuple[list[Any], list[Any], bool]:
+        loader = KeyedLoader(fetch)
+        first = loader.load(1)
+        loaded = list(await asyncio.gather(first, *(loader.load(k) for k in (2, 3))))
+        again = list(await asyncio.gather(*(loader.load(k) for k in (1, 2, 3))))
+        return loaded, again, isinstance(first, _OwnFuture)
+
+    with asyncio.Runner(loop_factory=_OwnFutureLoop, debug=True) as runner:
+        assert runner.run(main()) == ([10, 20, 30], [10, 20, 30], True)
+    assert fetch.calls == [[1, 2, 3]]
+
+
 # -- statistics and bookkeeping -------------------------------------------------------
 
 
