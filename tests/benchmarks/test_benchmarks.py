@@ -21,7 +21,7 @@ WORKLOADS = (
     "fan-out 1 → 100 (load_many)",
     "fan-out, 0-3 awaits first",
 )
-IMPLEMENTATIONS = ("floor", "gqlbatch", "aiodataloader", "strawberry")
+IMPLEMENTATIONS = ("floor", "batching floor", "gqlbatch", "aiodataloader", "strawberry")
 
 
 def run_benchmarks(*args: str) -> subprocess.CompletedProcess[str]:
@@ -77,6 +77,7 @@ def test_quick_run_reports_every_workload_for_every_implementation(
     assert expected <= rows_of(written)
     for fact in ("machine:", "Python", "aiodataloader 0.4.3", "strawberry-graphql"):
         assert fact in written
+    assert "above batching floor" in written  # each loader's own cost per key
 
 
 def test_quick_run_resolves_the_request_with_every_variant(quick_run: tuple[Path, str]) -> None:
