@@ -32,6 +32,7 @@ async def main() -> None:
 
     # Errors always come through the future, never as a value.
     missing = names.resolve(404)
+    assert isinstance(missing, asyncio.Future)
     try:
         await missing
     except LookupError as error:

@@ -85,8 +85,14 @@ def loader_field(
         key: the key, read from the object the field belongs to: an attribute
             name (dotted names follow attributes, ``"author.id"``) or a callable
             taking the object.
-        name, description, deprecation_reason, permission_classes, extensions,
-        directives, metadata, graphql_type: passed on to ``strawberry.field``.
+        name: the GraphQL name (default: the attribute's, camel-cased).
+        description: the field's description in the schema.
+        deprecation_reason: marks the field deprecated.
+        permission_classes: Strawberry permission classes, checked before the load.
+        extensions: Strawberry field extensions.
+        directives: schema directives of the field.
+        metadata: Strawberry field metadata.
+        graphql_type: the field's type, when the class has no annotation for it.
 
     Raises :class:`LoaderFieldError` when the field is resolved and the
     registry declares no such loader or the object has no such key attribute,
