@@ -5,9 +5,12 @@ Not a benchmark (its name starts with ``_``). Every wait here is bounded.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime
+import gc
 import importlib.metadata
+import json
 import os
 import platform
 import socket
@@ -20,7 +23,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -307,6 +311,91 @@ async def prepare_database(url: str, users: int, seed_value: int = 1) -> None:
         await seed(engine, SeedPlan(users=users, seed=seed_value))
     finally:
         await engine.dispose()
+
+
+# -- measuring ------------------------------------------------------------------------------
+
+
+class GcTimer:
+    """Time spent in garbage collections, and their count per generation, while ``active``.
+
+    A ``gc.callbacks`` entry for the duration of a ``with`` block; ``reset``
+    zeroes the figures before a timed part, ``active`` brackets it.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = [0, 0, 0]
+        self.active = False
+        self._started = 0.0
+
+    def reset(self) -> None:
+        self.seconds = 0.0
+        self.collections = [0, 0, 0]
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if not self.active:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.collections[info["generation"]] += 1
+
+    def __enter__(self) -> Self:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        gc.callbacks.remove(self)
+
+
+def percentile_ms(latencies: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0-1) of ``latencies`` (seconds) in ms, nearest rank; NaN if none."""
+    ordered = sorted(latencies)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))] * 1000
+
+
+# -- command line and report ---------------------------------------------------------------
+
+
+def benchmark_parser(
+    module: str, doc: str | None, quick: str = "a small, short run"
+) -> argparse.ArgumentParser:
+    """The parser of ``python -m benchmarks.<module>``, with its ``--quick`` option.
+
+    The description is the first paragraph of ``doc`` (the module's docstring);
+    the benchmark adds its own options, then :func:`add_report_options`.
+    """
+    parser = argparse.ArgumentParser(
+        prog=f"python -m benchmarks.{module}", description=(doc or "").split("\n\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help=quick)
+    return parser
+
+
+def add_report_options(
+    parser: argparse.ArgumentParser, json_help: str = "also write the results here (for the page)"
+) -> None:
+    """``--out`` (the markdown report) and ``--json`` (the results), read by :func:`publish`."""
+    parser.add_argument("--out", type=Path, help="also write the markdown report here")
+    parser.add_argument("--json", type=Path, help=json_help)
+
+
+def publish(report: str, data: dict[str, Any], out: Path | None, json_path: Path | None) -> None:
+    """Print ``report``; write it to ``out`` and ``data`` as JSON to ``json_path`` if given."""
+    print(report, end="")
+    if out:
+        out.write_text(report, encoding="utf-8")
+    if json_path:
+        json_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 # -- charts ------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -36,7 +35,14 @@ from typing import Any
 
 import httpx
 
-from benchmarks._env import example_server, postgres_enabled, prepare_database, private_postgres
+from benchmarks._env import (
+    add_report_options,
+    example_server,
+    postgres_enabled,
+    prepare_database,
+    private_postgres,
+    publish,
+)
 from example_api.settings import normalize_database_url
 
 NAIVE_FACTORY = "benchmarks._naive:create_app"
@@ -221,8 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="rounds per page size (default 5; --quick 1)")
     parser.add_argument("--page-sizes", help="default 10,100,1000 (--quick: 10,100)")
     parser.add_argument("--quick", action="store_true", help="a small, short run")
-    parser.add_argument("--out", type=Path, help="also write the markdown report here")
-    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    add_report_options(parser, json_help="also write the raw results here")
     args = parser.parse_args(argv)
     users = args.users or (100 if args.quick else 1000)
     rounds = args.rounds or (1 if args.quick else 5)
@@ -242,12 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         for url in urls:
             results += _run_backend(url, users, args.seed, pages, rounds, Path(tmp))
     report = _report(results, users)
-    print(report, end="")
-    if args.out:
-        args.out.write_text(report, encoding="utf-8")
-    if args.json:
-        data = {"users": users, "rounds": rounds, "results": results}
-        args.json.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    publish(report, {"users": users, "rounds": rounds, "results": results}, args.out, args.json)
     return 0
 
 

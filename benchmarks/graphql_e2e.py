@@ -66,8 +66,8 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Coroutine, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Coroutine, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,14 @@ from sqlalchemy import ForeignKey, String, Text, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from benchmarks._env import ROOT, version
+from benchmarks._env import (
+    ROOT,
+    GcTimer,
+    add_report_options,
+    benchmark_parser,
+    publish,
+    version,
+)
 
 USERS = 100
 POSTS_PER_USER = 5
@@ -364,33 +371,6 @@ async def request(variant: Variant, page: int) -> dict[str, Any]:
 # -- measuring -------------------------------------------------------------------------------
 
 
-class GcClock:
-    """Time spent in garbage collections while active."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self.active = False
-        self._started = 0.0
-
-    def __call__(self, phase: str, info: dict[str, Any]) -> None:
-        if not self.active:
-            return
-        if phase == "start":
-            self._started = time.perf_counter()
-        else:
-            self.seconds += time.perf_counter() - self._started
-
-
-@contextmanager
-def gc_clock() -> Iterator[GcClock]:
-    clock = GcClock()
-    gc.callbacks.append(clock)
-    try:
-        yield clock
-    finally:
-        gc.callbacks.remove(clock)
-
-
 @dataclass
 class Sample:
     seconds: float
@@ -435,7 +415,7 @@ async def run_rounds(
     samples: dict[tuple[str, str, int], list[Sample]] = {}
     names = list(made)
     for collector in COLLECTORS:
-        with gc_clock() as clock, gc_tuned() if collector != "default" else nullcontext():
+        with GcTimer() as clock, gc_tuned() if collector != "default" else nullcontext():
             for page in pages:
                 for name in names:  # warm-up
                     await request(made[name], page)
@@ -444,7 +424,7 @@ async def run_rounds(
                 for page in pages:
                     for name in names[shift:] + names[:shift]:
                         gc.collect()
-                        clock.seconds = 0.0
+                        clock.reset()
                         clock.active = True
                         cpu = time.process_time()
                         started = time.perf_counter()
@@ -666,15 +646,11 @@ def render(data: dict[str, Any], img_dir: Path, img_link: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.graphql_e2e", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--quick", action="store_true", help="10 users, 2 rounds")
+    parser = benchmark_parser("graphql_e2e", __doc__, quick="10 users, 2 rounds")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 9)")
     parser.add_argument("--page-sizes", help="users per request (default 10,100)")
     parser.add_argument("--no-instructions", action="store_true", help="do not run callgrind")
-    parser.add_argument("--out", type=Path, help="also write the markdown report here")
-    parser.add_argument("--json", type=Path, help="also write the results here (for the page)")
+    add_report_options(parser)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     parser.add_argument("--instructions-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -742,18 +718,14 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
     )
-    print(report, end="")
-    if args.out:
-        args.out.write_text(report, encoding="utf-8")
-    if args.json:
-        data = {
-            "rounds": rounds,
-            "pages": list(pages),
-            "rows": rows,
-            "mapper_version": version("strawberry-sqlalchemy-mapper"),
-            "conditions": conditions,
-        }
-        args.json.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    data = {
+        "rounds": rounds,
+        "pages": list(pages),
+        "rows": rows,
+        "mapper_version": version("strawberry-sqlalchemy-mapper"),
+        "conditions": conditions,
+    }
+    publish(report, data, args.out, args.json)
     return 0
 
 

@@ -84,7 +84,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from benchmarks._env import ROOT, cpu_model, git_revision, version
+from benchmarks._env import ROOT, GcTimer, cpu_model, git_revision, version
 
 FANOUT = 100
 """Children per parent in the fan-out workloads."""
@@ -157,28 +157,27 @@ def make_gqlbatch(max_batch_size: int | None) -> Made:
     return Made(KeyedLoader(fetch, max_batch_size=max_batch_size), sizes)
 
 
-def make_aiodataloader(max_batch_size: int | None) -> Made:
-    from aiodataloader import DataLoader
-
+def _make_peer(loader_class: Callable[..., Loader], max_batch_size: int | None) -> Made:
+    """A peer's loader (``loader_class(fetch, max_batch_size=...)``) on a list-returning fetch."""
     sizes: list[int] = []
 
     async def fetch(keys: list[int]) -> list[int]:
         sizes.append(len(keys))
         return list(keys)
 
-    return Made(DataLoader(fetch, max_batch_size=max_batch_size), sizes)
+    return Made(loader_class(fetch, max_batch_size=max_batch_size), sizes)
+
+
+def make_aiodataloader(max_batch_size: int | None) -> Made:
+    from aiodataloader import DataLoader
+
+    return _make_peer(DataLoader, max_batch_size)
 
 
 def make_strawberry(max_batch_size: int | None) -> Made:
     from strawberry.dataloader import DataLoader
 
-    sizes: list[int] = []
-
-    async def fetch(keys: list[int]) -> list[int]:
-        sizes.append(len(keys))
-        return list(keys)
-
-    return Made(DataLoader(fetch, max_batch_size=max_batch_size), sizes)
+    return _make_peer(DataLoader, max_batch_size)
 
 
 @dataclass(frozen=True)
@@ -208,29 +207,17 @@ class Meter:
 
     def __init__(self, marks: bool = False) -> None:
         self.elapsed = 0.0
-        self.gc_time = 0.0
-        self.collections = [0, 0, 0]
+        self.gc = GcTimer()
+        """The collections inside the timed part (counted while it is a ``gc.callbacks`` entry)."""
         self.marks = 0
         """``getppid`` marks made so far (callgrind's dump files are numbered by them)."""
         self._marking = marks
-        self._active = False
-        self._gc_started = 0.0
         self._started = 0.0
-
-    def on_gc(self, phase: str, info: dict[str, Any]) -> None:
-        if not self._active:
-            return
-        if phase == "start":
-            self._gc_started = time.perf_counter()
-        else:
-            self.gc_time += time.perf_counter() - self._gc_started
-            self.collections[info["generation"]] += 1
 
     def start(self) -> None:
         gc.collect()  # garbage of earlier runs is not this run's cost
-        self.gc_time = 0.0
-        self.collections = [0, 0, 0]
-        self._active = True
+        self.gc.reset()
+        self.gc.active = True
         if self._marking:
             self.marks += 1
             os.getppid()
@@ -241,7 +228,7 @@ class Meter:
         if self._marking:
             self.marks += 1
             os.getppid()
-        self._active = False
+        self.gc.active = False
 
 
 def check(condition: bool, what: str) -> None:
@@ -393,8 +380,7 @@ class Sample:
 async def run_rounds(n: int, rounds: int, progress: bool) -> dict[tuple[str, str], list[Sample]]:
     samples: dict[tuple[str, str], list[Sample]] = {}
     meter = Meter()
-    gc.callbacks.append(meter.on_gc)
-    try:
+    with meter.gc:
         for r in range(WARMUP_ROUNDS + rounds):
             shift = r % len(IMPLS)
             order = IMPLS[shift:] + IMPLS[:shift]
@@ -403,11 +389,12 @@ async def run_rounds(n: int, rounds: int, progress: bool) -> dict[tuple[str, str
                     keys, batches = await workload(impl, n, meter)
                     if r < WARMUP_ROUNDS:
                         continue
+                    gen0, gen1, gen2 = meter.gc.collections
                     samples.setdefault((title, impl.name), []).append(
                         Sample(
                             meter.elapsed,
-                            meter.gc_time,
-                            (meter.collections[0], meter.collections[1], meter.collections[2]),
+                            meter.gc.seconds,
+                            (gen0, gen1, gen2),
                             keys,
                             tuple(len(level) for level in batches),
                         )
@@ -415,8 +402,6 @@ async def run_rounds(n: int, rounds: int, progress: bool) -> dict[tuple[str, str
             if progress:
                 label = "warm-up" if r < WARMUP_ROUNDS else f"round {r - WARMUP_ROUNDS + 1}"
                 print(f"{label}/{rounds} done", file=sys.stderr, flush=True)
-    finally:
-        gc.callbacks.remove(meter.on_gc)
     return samples
 
 

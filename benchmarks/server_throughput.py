@@ -67,11 +67,15 @@ from typing import Any
 
 from benchmarks._env import (
     ExampleServer,
+    add_report_options,
+    benchmark_parser,
     machine_busy,
+    percentile_ms,
     postgres_enabled,
     prepare_database,
     private_postgres,
     process_cpu,
+    publish,
     running_example_server,
 )
 from example_api.settings import normalize_database_url
@@ -146,10 +150,7 @@ class Cell:
 
     def percentile(self, q: float) -> float:
         """The ``q`` quantile (0-1) of the latencies in ms, nearest rank."""
-        ordered = sorted(self.latencies)
-        if not ordered:
-            return float("nan")
-        return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))] * 1000
+        return percentile_ms(self.latencies, q)
 
 
 class Connection:
@@ -515,16 +516,12 @@ def _parse_clients(raw: str) -> tuple[int, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the load test; print (and with ``--out``, write) a markdown report."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.server_throughput", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--quick", action="store_true", help="a small, short run")
+    parser = benchmark_parser("server_throughput", __doc__)
     parser.add_argument("--clients", type=_parse_clients, help="client counts (default 1,16)")
     parser.add_argument("--seconds", type=float, help="per measurement (default 6)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
     parser.add_argument("--users", type=int, help="users to seed (default 500)")
-    parser.add_argument("--out", type=Path, help="also write the markdown report here")
-    parser.add_argument("--json", type=Path, help="also write the results here (for the page)")
+    add_report_options(parser)
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
     clients: tuple[int, ...] = args.clients or preset.clients
@@ -573,12 +570,8 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
     )
-    print(report, end="")
-    if args.out:
-        args.out.write_text(report, encoding="utf-8")
-    if args.json:
-        data = {"users": users, "rounds": rounds, "seconds": seconds, "rows": rows}
-        args.json.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    data = {"users": users, "rounds": rounds, "seconds": seconds, "rows": rows}
+    publish(report, data, args.out, args.json)
     failed = sum(r["failures"] for r in rows)
     if failed:
         print(f"{failed} requests failed: see the failed column", file=sys.stderr)

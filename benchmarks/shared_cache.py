@@ -23,9 +23,7 @@ untimed warm-up that fills the caches.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
 import random
 import re
@@ -44,8 +42,12 @@ import httpx
 
 from benchmarks._env import (
     ExampleServer,
+    add_report_options,
+    benchmark_parser,
+    percentile_ms,
     prepare_database,
     private_postgres,
+    publish,
     pyplot,
     running_example_server,
     save,
@@ -131,19 +133,12 @@ async def _load(
                     failures += 1
 
     await asyncio.gather(*(client(i) for i in range(clients)))
-    latencies.sort()
-
-    def quantile(q: float) -> float:
-        if not latencies:
-            return float("nan")
-        return latencies[min(len(latencies) - 1, max(0, round(q * len(latencies)) - 1))] * 1000
-
     return {
         "answered": len(latencies),
         "failures": failures,
         "rps": len(latencies) / seconds,
-        "p50_ms": quantile(0.5),
-        "p99_ms": quantile(0.99),
+        "p50_ms": percentile_ms(latencies, 0.5),
+        "p99_ms": percentile_ms(latencies, 0.99),
     }
 
 
@@ -262,15 +257,11 @@ def _delete_namespace(namespace: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the three set-ups; print (and with ``--out``, write) a markdown report."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.shared_cache", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--quick", action="store_true", help="a small, short run")
+    parser = benchmark_parser("shared_cache", __doc__)
     parser.add_argument("--clients", type=int, help="concurrent clients (default 16)")
     parser.add_argument("--seconds", type=float, help="per set-up (default 8)")
     parser.add_argument("--users", type=int, help="users to seed (default 300)")
-    parser.add_argument("--out", type=Path, help="also write the markdown report here")
-    parser.add_argument("--json", type=Path, help="also write the results here (for the page)")
+    add_report_options(parser)
     args = parser.parse_args(argv)
     base = QUICK if args.quick else FULL
     preset = Preset(
@@ -313,17 +304,13 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
     )
-    print(report, end="")
-    if args.out:
-        args.out.write_text(report, encoding="utf-8")
-    if args.json:
-        data = {
-            "users": preset.users,
-            "clients": preset.clients,
-            "seconds": preset.seconds,
-            "rows": rows,
-        }
-        args.json.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    data = {
+        "users": preset.users,
+        "clients": preset.clients,
+        "seconds": preset.seconds,
+        "rows": rows,
+    }
+    publish(report, data, args.out, args.json)
     return 0
 
 
