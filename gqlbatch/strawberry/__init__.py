@@ -47,7 +47,7 @@ from gqlbatch.strawberry.cost import CostLimiter
 from gqlbatch.strawberry.declare import loader
 from gqlbatch.strawberry.documents import DocumentCache
 from gqlbatch.strawberry.extension import LoaderExtension
-from gqlbatch.strawberry.fields import LoaderFieldError, loader_field
+from gqlbatch.strawberry.fields import LoaderFieldError, loader_field, use_direct_resolvers
 from gqlbatch.strawberry.getter import context_getter
 from gqlbatch.strawberry.limits import (
     AliasLimiter,
@@ -85,6 +85,7 @@ __all__ = [
     "invalidate",
     "loader",
     "loader_field",
+    "use_direct_resolvers",
     "write_through",
 ]
 

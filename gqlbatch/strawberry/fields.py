@@ -7,6 +7,15 @@ plain function returning ``info.context.loaders.<name>.resolve(key)``: the
 cached value itself when the loader holds it, else the loader's future, which
 graphql-core awaits with the rest of the level (one batch per loader per level,
 as with ``await ...load(key)``).
+
+Strawberry wraps every resolver in a function of its own (it builds an ``Info``,
+converts arguments, runs field extensions): tens of thousands of instructions
+per call, more than the loader read itself. A ``loader_field`` with no
+permission classes or field extensions needs none of it, so
+:class:`LoaderExtension` hands graphql-core the plain resolver itself, once per
+schema, on its first operation (:func:`use_direct_resolvers`): it reads only
+``info.context``, ``info.field_name`` and ``info.path``, which graphql-core's own
+``info`` has too.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import strawberry
+from graphql import GraphQLObjectType, GraphQLSchema
 from strawberry import Info
 
 from gqlbatch import GqlBatchError
@@ -26,9 +36,12 @@ if TYPE_CHECKING:
     from strawberry.extensions.field_extension import FieldExtension
     from strawberry.permission import BasePermission
 
-__all__ = ["LoaderFieldError", "loader_field"]
+__all__ = ["LoaderFieldError", "loader_field", "use_direct_resolvers"]
 
 K = TypeVar("K")
+
+_DIRECT = "gqlbatch.direct"
+"""Marks a resolver graphql-core may call directly, and a schema whose fields do."""
 
 
 class LoaderFieldError(GqlBatchError, AttributeError):
@@ -114,6 +127,7 @@ def loader_field(
     # No return annotation: the field's type is the class annotation, and a
     # field without one fails as Strawberry fails it, naming the field.
     del resolver.__annotations__["return"]
+    setattr(resolver, _DIRECT, True)
     resolver.__name__ = resolver.__qualname__ = f"resolve_{attribute}"
     return strawberry.field(
         resolver=resolver,
@@ -192,3 +206,31 @@ def _explain(
         except AttributeError:
             return failed(f"the {type(root).__name__} it resolves on has no attribute {key!r}")
     return error
+
+
+def use_direct_resolvers(schema: object) -> int:
+    """Let graphql-core call ``schema``'s ``loader_field`` resolvers without Strawberry's wrapper.
+
+    Done once per schema (later calls return 0), and only for fields that need
+    nothing of the wrapper: no permission classes, no field extensions, and a
+    schema without exception handlers. Returns the number of fields changed.
+    :class:`LoaderExtension` calls it on a schema's first operation.
+    """
+    core = getattr(schema, "_schema", None)  # Strawberry's graphql-core schema
+    if not isinstance(core, GraphQLSchema) or core.extensions.get(_DIRECT):
+        return 0
+    core.extensions[_DIRECT] = True
+    converter = getattr(schema, "schema_converter", None)
+    if getattr(converter, "_exception_handler_specs", None):  # handlers wrap each resolver
+        return 0
+    changed = 0
+    for named in core.type_map.values():
+        if not isinstance(named, GraphQLObjectType):
+            continue
+        for field in named.fields.values():
+            definition = field.extensions.get("strawberry-definition")
+            resolver = getattr(getattr(definition, "base_resolver", None), "wrapped_func", None)
+            if getattr(resolver, _DIRECT, False) and not definition.extensions:
+                field.resolve = resolver
+                changed += 1
+    return changed

@@ -17,6 +17,7 @@ from gqlbatch.strawberry import (
     LoaderRegistry,
     loader,
     loader_field,
+    use_direct_resolvers,
 )
 
 # --------------------------------------------------------------------------- a tiny blog
@@ -258,10 +259,13 @@ class ThingQuery:
 
 
 mistakes = strawberry.Schema(ThingQuery)
+direct_mistakes = strawberry.Schema(ThingQuery, extensions=[LoaderExtension])
+MISTAKES = pytest.mark.parametrize("target", [mistakes, direct_mistakes], ids=["wrapped", "direct"])
 
 
-async def test_an_undeclared_loader_is_named_with_field_and_key() -> None:
-    result = await mistakes.execute("{ thing { owner { id } } }", context_value=context())
+@MISTAKES
+async def test_an_undeclared_loader_is_named_with_field_and_key(target: strawberry.Schema) -> None:
+    result = await target.execute("{ thing { owner { id } } }", context_value=context())
     assert result.errors is not None
     assert result.errors[0].message == (
         "Thing.owner reads loader 'owner' with the key 'id': Loaders declares no such "
@@ -272,8 +276,11 @@ async def test_an_undeclared_loader_is_named_with_field_and_key() -> None:
     assert (error.field, error.loader, error.key) == ("Thing.owner", "owner", "id")
 
 
-async def test_a_missing_key_attribute_is_named_with_field_and_loader() -> None:
-    result = await mistakes.execute("{ thing { keeper { id } } }", context_value=context())
+@MISTAKES
+async def test_a_missing_key_attribute_is_named_with_field_and_loader(
+    target: strawberry.Schema,
+) -> None:
+    result = await target.execute("{ thing { keeper { id } } }", context_value=context())
     assert result.errors is not None
     assert result.errors[0].message == (
         "Thing.keeper reads loader 'user' with the key 'keeper_id': the Thing it resolves "
@@ -288,6 +295,23 @@ async def test_a_context_without_loaders_is_named() -> None:
         "Post.author reads loader 'user' with the key 'author_id': info.context (object) has "
         "no loaders; give the request a gqlbatch.strawberry.Context"
     )
+
+
+async def test_a_context_without_loaders_is_named_on_a_direct_field() -> None:
+    result = await schema.execute("{ posts { reviewer { id } } }", context_value=object())
+    assert result.errors is not None
+    assert result.errors[0].message == (
+        "Post.reviewer reads loader 'user': info.context (object) has no loaders; give the "
+        "request a gqlbatch.strawberry.Context"
+    )
+
+
+def test_graphql_core_calls_plain_loader_fields_directly() -> None:
+    """Once per schema; not a field with permission classes (Strawberry runs them)."""
+    fresh = strawberry.Schema(Query)
+    assert use_direct_resolvers(fresh) == 2  # User.posts, Post.reviewer; not Post.author
+    assert use_direct_resolvers(fresh) == 0
+    assert str(fresh) == str(schema)
 
 
 def test_bad_declarations_fail_when_the_class_is_defined() -> None:
