@@ -389,7 +389,9 @@ class KeyedLoader(Engine, Generic[K, V]):
                 self._check_key(key)  # as load's path for such an entry does
             self._fast_hits += 1
             return hit[0]  # type: ignore[no-any-return]
-        if hit is None and not self._plain:
+        if hit is not None:  # waiting, in flight, a miss, a promise: load's own next step
+            return self._load(key)
+        if not self._plain:
             return self._resolve(key)
         return self.load(key)
 
