@@ -314,6 +314,42 @@ def test_graphql_core_calls_plain_loader_fields_directly() -> None:
     assert str(fresh) == str(schema)
 
 
+@strawberry.type
+class Gone:
+    message: str
+
+
+class GoneHandler(strawberry.ExceptionHandler[LookupError, Gone]):
+    def handle(self, exception: LookupError, *, field: Any, info: Any) -> Gone:
+        return Gone(message=str(exception))
+
+
+def test_a_schema_with_exception_handlers_keeps_strawberry_s_wrapper() -> None:
+    handled = strawberry.Schema(Query, types=[Gone], exception_handlers=[GoneHandler()])
+    assert use_direct_resolvers(handled) == 0
+    assert use_direct_resolvers(object()) == 0  # not a Strawberry schema
+
+
+@strawberry.type
+class Odd:
+    id: int
+    owner: User | None = loader_field(Loaders.user, key=lambda odd: odd.missing_attribute)
+
+
+@strawberry.type
+class OddQuery:
+    @strawberry.field
+    def odd(self) -> Odd:
+        return Odd(id=1)
+
+
+async def test_an_attribute_error_of_a_key_callable_reaches_the_field_as_it_is() -> None:
+    odd = strawberry.Schema(OddQuery, extensions=[LoaderExtension])
+    result = await odd.execute("{ odd { owner { id } } }", context_value=context())
+    assert result.errors is not None
+    assert result.errors[0].message == "'Odd' object has no attribute 'missing_attribute'"
+
+
 def test_bad_declarations_fail_when_the_class_is_defined() -> None:
     with pytest.raises(TypeError, match="needs a declared loader"):
         loader_field(42, key="id")  # type: ignore[arg-type]
