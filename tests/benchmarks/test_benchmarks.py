@@ -110,6 +110,8 @@ def test_quick_run_shows_loader_field_and_priming_beside_primed_peers(
     ):
         assert ("default", "10", variant) in rows, rows
     assert "Against the peers primed the same way" in report
+    for comparison in ("same collector", "each as taught", "peers primed too"):
+        assert f"| 10 | {comparison} |" in report, report  # issue 11's goal table
 
 
 def test_quick_run_compares_batched_and_naive_on_both_backends(
