@@ -62,8 +62,8 @@ class User(schema.User):
 
 @strawberry.type(name="Post")
 class Post(schema.Post):
-    @strawberry.field
-    async def author(self, info: Ctx) -> User:
+    @strawberry.field  # type: ignore[misc]  # the schema declares it with loader_field
+    async def author(self, info: Ctx) -> User:  # type: ignore[override]
         return await _one(info, models.User, self.author_id)  # type: ignore[no-any-return]
 
     @strawberry.field
@@ -83,12 +83,12 @@ class Post(schema.Post):
 
 @strawberry.type(name="Comment")
 class Comment(schema.Comment):
-    @strawberry.field
-    async def author(self, info: Ctx) -> User:
+    @strawberry.field  # type: ignore[misc]  # the schema declares it with loader_field
+    async def author(self, info: Ctx) -> User:  # type: ignore[override]
         return await _one(info, models.User, self.author_id)  # type: ignore[no-any-return]
 
-    @strawberry.field
-    async def post(self, info: Ctx) -> Post:
+    @strawberry.field  # type: ignore[misc]  # the schema declares it with loader_field
+    async def post(self, info: Ctx) -> Post:  # type: ignore[override]
         return await _one(info, models.Post, self.post_id)  # type: ignore[no-any-return]
 
 

@@ -366,6 +366,52 @@ class KeyedLoader(Engine, Generic[K, V]):
             entry.join(ck, future)
         return future
 
+    def resolve(self, key: K) -> V | asyncio.Future[V]:
+        """``key``'s value itself when the cache holds it, else what ``load(key)`` returns.
+
+        A GraphQL resolver can return the result as it is: graphql-core
+        completes a value at once and awaits a future only when it gets one, so
+        a cache hit costs no coroutine, task or await. A value is returned only
+        when the cache holds it settled (fetched, primed, or left by
+        ``load_many``); a key waiting or in flight, a cached miss with
+        ``missing="error"``, and a key not cached give ``load``'s future, so
+        errors always come through a future. Counted as ``load`` counts (a hit
+        is a cache hit) and raising at once what ``load`` raises.
+        """
+        # load's fast path read the other way round: the value, not its future.
+        try:
+            hit: Any = self._hits.get(key)
+        except TypeError:
+            return self._load(key)  # raises: unhashable
+        cls = hit.__class__
+        if cls is FUTURE:  # the cache's futures are done, with a result
+            self._fast_hits += 1
+            return hit.result()  # type: ignore[no-any-return]
+        if cls is tuple:
+            if key is None or self._key_type is not None:
+                self._check_key(key)  # as load's path for such an entry does
+            self._fast_hits += 1
+            return hit[0]  # type: ignore[no-any-return]
+        if hit is not None:  # waiting, in flight, a miss, a promise: load's own next step
+            return self._load(key)
+        if not self._plain:
+            return self._resolve(key)
+        return self.load(key)
+
+    def _resolve(self, key: K) -> V | asyncio.Future[V]:
+        """``resolve`` with ``cache_key=`` or ``cache_map=``: ``_load``'s steps, then the entry."""
+        self._check_key(key)
+        ck = self._ck(key)
+        self._enter(key)
+        entry = self._cache.get(ck)
+        cls = entry.__class__
+        if cls is FUTURE or cls is tuple:
+            self._loads += 1
+            self._cache_hits += 1
+            value: V = entry.result() if cls is FUTURE else entry[0]
+            return value
+        return self._load(key)
+
     def load_many(
         self, keys: Iterable[K], return_exceptions: bool = False
     ) -> asyncio.Future[list[V]]:

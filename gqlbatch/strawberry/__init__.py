@@ -13,6 +13,8 @@ them:
   (FastAPI's ``GraphQLRouter``) build one per request and close it afterwards.
 - :class:`LoaderExtension` closes every loader of the operation when it ends,
   and optionally reports batching statistics in the response's ``extensions``.
+- :func:`loader_field` declares a field that reads a loader, with no await
+  when the loader already holds the value (``KeyedLoader.resolve``).
 - :func:`write_through` and :func:`invalidate` keep a mutation's response fresh.
 - :class:`DocumentCache` parses and validates each query text once, every
   limit still applied on every request.
@@ -29,8 +31,8 @@ This module imports Strawberry, never SQLAlchemy: anything with
 One concept per module, every public name re-exported here: ``protocols``
 (:class:`Fetcher`, :class:`StatementCounting`), ``registry`` (:class:`LoaderRegistry`,
 :class:`LoaderSpec`), ``declare`` (:func:`loader`), ``context``, ``getter``
-(:func:`context_getter`), ``extension``, ``mutations``, ``bridge``, ``cost``,
-``limits``, ``documents``; ``asgi``
+(:func:`context_getter`), ``extension``, ``fields`` (:func:`loader_field`),
+``mutations``, ``bridge``, ``cost``, ``limits``, ``documents``; ``asgi``
 (:class:`GraphQL`, needs Starlette) and ``fastapi`` (needs FastAPI) are imported
 only when used.
 """
@@ -45,6 +47,7 @@ from gqlbatch.strawberry.cost import CostLimiter
 from gqlbatch.strawberry.declare import loader
 from gqlbatch.strawberry.documents import DocumentCache
 from gqlbatch.strawberry.extension import LoaderExtension
+from gqlbatch.strawberry.fields import LoaderFieldError, loader_field, use_direct_resolvers
 from gqlbatch.strawberry.getter import context_getter
 from gqlbatch.strawberry.limits import (
     AliasLimiter,
@@ -69,6 +72,7 @@ __all__ = [
     "Fetcher",
     "GraphQL",
     "LoaderExtension",
+    "LoaderFieldError",
     "LoaderRegistry",
     "LoaderSpec",
     "OperationNameRequired",
@@ -80,6 +84,8 @@ __all__ = [
     "from_index_batch",
     "invalidate",
     "loader",
+    "loader_field",
+    "use_direct_resolvers",
     "write_through",
 ]
 

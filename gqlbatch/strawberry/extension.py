@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
+from gqlbatch.strawberry.fields import use_direct_resolvers
 from gqlbatch.strawberry.protocols import StatementCounting, StatementScope, counts_statements
 from gqlbatch.strawberry.registry import LoaderRegistry
 
@@ -93,6 +94,7 @@ class LoaderExtension(SchemaExtension):
         return bool(self.statistics(self.execution_context))
 
     def on_operation(self) -> Iterator[None]:
+        use_direct_resolvers(self.execution_context.schema)  # once per schema
         registry = _registry_of(self.execution_context.context)
         if registry is None:
             yield

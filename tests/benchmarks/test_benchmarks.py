@@ -93,6 +93,28 @@ def test_quick_run_resolves_the_request_with_every_variant(quick_run: tuple[Path
             assert (collector, "10", variant, "4") in rows, rows  # 4 statements each
 
 
+def test_quick_run_shows_loader_field_and_priming_beside_primed_peers(
+    quick_run: tuple[Path, str],
+) -> None:
+    out, _ = quick_run
+    report = (out / "graphql_e2e.md").read_text(encoding="utf-8")
+    rows = {
+        tuple(cell.strip() for cell in line.strip("|").split("|")[:3])
+        for line in report.splitlines()
+        if line.startswith("| ")
+    }
+    for variant in (
+        "gqlbatch + DocumentCache + loader_field",
+        "gqlbatch + DocumentCache + loader_field, primed",
+        "aiodataloader, primed",
+        "strawberry, primed",
+    ):
+        assert ("default", "10", variant) in rows, rows
+    assert "Against the peers primed the same way" in report
+    for comparison in ("same collector", "each as taught", "peers primed too"):
+        assert f"| 10 | {comparison} |" in report, report  # issue 11's goal table
+
+
 def test_quick_run_compares_batched_and_naive_on_both_backends(
     quick_run: tuple[Path, str],
 ) -> None:

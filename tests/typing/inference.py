@@ -7,12 +7,19 @@ the library sees in an editor today.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, assert_type
 
 from gqlbatch import KeyedLoader
 from gqlbatch.sqlalchemy import ManyFetcher, OneFetcher, by_column, by_group, by_relationship
-from gqlbatch.strawberry import LoaderRegistry, LoaderSpec, from_index_batch, loader
+from gqlbatch.strawberry import (
+    LoaderRegistry,
+    LoaderSpec,
+    from_index_batch,
+    loader,
+    loader_field,
+)
 from tests.sqlalchemy.sqla_models import Post, User
 
 
@@ -66,6 +73,21 @@ def fetchers_carry_their_entity() -> None:
     assert_type(by_group(Post.author_id), ManyFetcher[int, Any])
     assert_type(by_relationship(Post.author), OneFetcher[Any, User])
     assert_type(by_relationship(User.posts), ManyFetcher[Any, Post])
+
+
+async def resolve_gives_the_value_or_its_future() -> None:
+    async with KeyedLoader(names, missing="error") as loaded:
+        assert_type(loaded.resolve(1), str | asyncio.Future[str])
+
+
+def loader_fields_take_a_declared_loader_or_its_name() -> None:
+    # Any, as strawberry.field's value is: the class annotation is the field's type.
+    assert_type(loader_field(Loaders.user, key="author_id"), Any)
+    loader_field(Loaders.name, key=lambda thing: 1)
+    loader_field("name", key="id")
+    loader_field(Loaders.name, key=1)  # type: ignore[arg-type]
+    loader_field(Loaders.name, key=lambda thing: "1")  # type: ignore[arg-type,return-value]
+    loader_field(Loaders.name, key="id", description=2)  # type: ignore[arg-type]
 
 
 async def a_loader_in_async_with_keeps_its_type() -> None:
