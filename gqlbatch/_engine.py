@@ -921,7 +921,6 @@ class Engine:
         extra = batch.extra
         if (
             cks is waiters
-            and extra is None
             and batch.detached is None
             and not batch.others
             and self._plain_futures
@@ -968,14 +967,15 @@ class Engine:
         return failed
 
     def _deliver_plain(self, batch: Batch, outcomes: dict[Hashable, Any]) -> bool:
-        """``_deliver`` of a first attempt with one FUTURE per key, none cleared, absent None.
+        """``_deliver`` of a first attempt: a FUTURE first per key, none cleared, absent None.
 
         Per key, no Python code: the values are looked up (an absent key's
         ``get`` is None, its value) and set by ``map`` in C, and the cache takes
         the futures in one ``update``; a future its caller completed or cancelled
         first stops the map once (InvalidStateError), is cached as ``(value,)``,
-        and the map goes on. Returns False, having done nothing, when a value of
-        ``outcomes`` is an exception: ``_deliver`` then answers key by key.
+        and the map goes on. A key's further callers (``extra``) are answered one
+        by one. Returns False, having done nothing, when a value of ``outcomes``
+        is an exception: ``_deliver`` then answers key by key.
         """
         for cls in set(map(type, outcomes.values())):  # every value, not only this batch's
             if issubclass(cls, BaseException):
@@ -991,6 +991,13 @@ class Engine:
                 break
             except InvalidStateError:  # its caller completed or cancelled it first
                 late.append(len(waiters) - operator.length_hint(futures) - 1)
+        extra = batch.extra
+        if extra:  # the further callers of a key (one future each), key by key
+            for ck, more in extra.items():
+                value = get(ck)
+                for waiter in more:
+                    if not waiter.done():
+                        waiter.set_result(value)
         if self._caching and batch.cached:
             cache = self._cache
             cache.update(waiters)

@@ -315,6 +315,8 @@ class KeyedLoader(Engine, Generic[K, V]):
             if hit.__class__ is FUTURE:
                 self._fast_hits += 1
                 return hit
+            if hit is self._open and self._thread == get_ident():
+                return self._join_open(key)
             return self._load(key)
         batch = self._open
         if batch is None or self._thread != get_ident():
@@ -331,6 +333,23 @@ class KeyedLoader(Engine, Generic[K, V]):
         future: asyncio.Future[V] = FUTURE(loop=self._loop)
         waiters[key] = future  # counted as a load and queued per batch (_count_pending)
         self._hits[key] = batch
+        return future
+
+    def _join_open(self, key: Any) -> asyncio.Future[V]:
+        """A key again, while its batch is ``_open`` on this thread: one more future of it.
+
+        The key passed load's checks when it joined (a hash-equal key of another
+        type is checked here); each caller gets its own future, so that
+        cancelling one affects nobody else.
+        """
+        key_type = self._key_type
+        if key_type is not None and not isinstance(key, key_type):
+            return self._load(key)  # raises
+        batch = self._open
+        assert batch is not None  # the caller found the key's entry to be it
+        future: asyncio.Future[V] = FUTURE(loop=self._loop)
+        self._loads += 1
+        batch.join(key, future)
         return future
 
     def _load(self, key: Any) -> asyncio.Future[V]:
@@ -393,6 +412,8 @@ class KeyedLoader(Engine, Generic[K, V]):
             self._fast_hits += 1
             return hit[0]  # type: ignore[no-any-return]
         if hit is not None:  # waiting, in flight, a miss, a promise: load's own next step
+            if hit is self._open and self._thread == get_ident():
+                return self._join_open(key)
             return self._load(key)
         if not self._plain:
             return self._resolve(key)

@@ -223,6 +223,28 @@ def batch_options(options: Mapping[str, Any], defaults: BatchOptions) -> BatchOp
 
     The one place keyword options become a :class:`BatchOptions`; options that
     are not the engine's (``cache``, ``key_type``, ...) are left to the face.
+    Options seen before are not validated again: a loader per request (a
+    registry's) takes the same options every time.
     """
     given = {name: options[name] for name in ENGINE_OPTIONS if name in options}
-    return dataclasses.replace(defaults, **given) if given else defaults
+    if not given:
+        return defaults
+    if defaults is not LOADER_DEFAULTS and defaults is not QUEUE_DEFAULTS:
+        return dataclasses.replace(defaults, **given)
+    # Each value's class is part of the key: 1, 1.0 and True are equal, not alike.
+    seen = (defaults is QUEUE_DEFAULTS, *((n, v.__class__, v) for n, v in given.items()))
+    try:
+        made = _CHECKED.get(seen)
+    except TypeError:  # an unhashable value (refused by the replace below)
+        return dataclasses.replace(defaults, **given)
+    if made is None:
+        made = dataclasses.replace(defaults, **given)  # raises for a bad value: not kept
+        if len(_CHECKED) >= _CHECKED_MOST:
+            _CHECKED.clear()
+        _CHECKED[seen] = made
+    return made
+
+
+_CHECKED: dict[tuple[Any, ...], BatchOptions] = {}
+"""Options already made into a :class:`BatchOptions` from the two defaults, by value and class."""
+_CHECKED_MOST: Final = 512

@@ -262,6 +262,43 @@ async def test_cancelling_one_caller_never_cancels_another_caller_of_the_same_ke
     assert victim.cancelled()
 
 
+async def test_each_caller_of_a_repeated_key_is_answered_and_counted() -> None:
+    fetch = Recorder()
+    loader = KeyedLoader(fetch)
+    first, again, gone = loader.load(1), loader.load(1), loader.load(1)
+    resolved = loader.resolve(1)
+    other = loader.load(2)
+    gone.cancel()
+    assert isinstance(resolved, asyncio.Future) and resolved is not first  # its own
+    answered = asyncio.gather(first, again, resolved, other)
+    assert await asyncio.wait_for(answered, 5) == [10, 10, 10, 20]
+    assert fetch.calls == [[1, 2]]
+    assert gone.cancelled()
+    stats = loader.stats
+    assert (stats.loads, stats.keys_dispatched, stats.cache_hits) == (5, 2, 0)
+    assert loader.resolve(1) == 10  # cached once, as the first caller's value
+
+
+async def test_a_repeated_key_is_answered_beside_load_many_positions() -> None:
+    fetch = Recorder()
+    loader = KeyedLoader(fetch)
+    first = loader.load(1)
+    listed = loader.load_many([2, 1, 2])
+    later = loader.load(2)
+    assert await asyncio.gather(first, listed, later) == [10, [20, 10, 20], 20]
+    assert fetch.calls == [[1, 2]]
+
+
+async def test_a_repeated_key_of_another_type_is_refused_by_key_type() -> None:
+    loader = KeyedLoader(Recorder(), key_type=int)
+    first = loader.load(1)
+    with pytest.raises(TypeError, match=r"key 1\.0 is of type float, expected int"):
+        loader.load(1.0)  # type: ignore[arg-type]  # equal to 1, and hashed alike
+    with pytest.raises(TypeError, match=r"key 1\.0 is of type float, expected int"):
+        loader.resolve(1.0)  # type: ignore[arg-type]
+    assert await first == 10
+
+
 async def test_cancelling_a_task_awaiting_a_load_leaves_other_tasks_alone() -> None:
     gate = asyncio.Event()
 
