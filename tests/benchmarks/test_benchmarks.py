@@ -20,6 +20,7 @@ WORKLOADS = (
     "cache hits",
     "fan-out 1 → 100 (load_many)",
     "fan-out, 0-3 awaits first",
+    "repeated keys, one tick",
 )
 IMPLEMENTATIONS = ("floor", "batching floor", "gqlbatch", "aiodataloader", "strawberry")
 

@@ -293,9 +293,9 @@ async def test_a_repeated_key_of_another_type_is_refused_by_key_type() -> None:
     loader = KeyedLoader(Recorder(), key_type=int)
     first = loader.load(1)
     with pytest.raises(TypeError, match=r"key 1\.0 is of type float, expected int"):
-        loader.load(1.0)  # type: ignore[arg-type]  # equal to 1, and hashed alike
+        loader.load(1.0)  # equal to 1, and hashed alike
     with pytest.raises(TypeError, match=r"key 1\.0 is of type float, expected int"):
-        loader.resolve(1.0)  # type: ignore[arg-type]
+        loader.resolve(1.0)
     assert await first == 10
 
 
