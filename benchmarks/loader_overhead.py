@@ -311,45 +311,35 @@ def check(condition: bool, what: str) -> None:
 # per level (one list per loader).
 
 
-async def distinct(impl: Impl, n: int, meter: Meter) -> tuple[int, list[list[int]]]:
-    made = impl.make(None)
+async def _one_by_one(
+    impl: Impl, keys: list[int], meter: Meter, what: str, max_batch_size: int | None = None
+) -> tuple[int, list[list[int]]]:
+    """Load every key in one tick, then await each future in turn."""
+    made = impl.make(max_batch_size)
     load = made.loader.load
-    keys = list(range(n))
     meter.start()
     futures = [load(key) for key in keys]
     for future in futures:
         await future
     meter.stop()
-    check([await f for f in futures] == keys, f"{impl.name} distinct")
-    return n, [made.batches]
+    check([await f for f in futures] == keys, f"{impl.name} {what}")
+    return len(keys), [made.batches]
+
+
+async def distinct(impl: Impl, n: int, meter: Meter) -> tuple[int, list[list[int]]]:
+    return await _one_by_one(impl, list(range(n)), meter, "distinct")
 
 
 async def repeated(impl: Impl, n: int, meter: Meter) -> tuple[int, list[list[int]]]:
-    made = impl.make(None)
-    load = made.loader.load
     distinct_keys = max(1, n // 5)
     keys = [i % distinct_keys for i in range(n)]
-    meter.start()
-    futures = [load(key) for key in keys]
-    for future in futures:
-        await future
-    meter.stop()
-    check([await f for f in futures] == keys, f"{impl.name} repeated keys")
-    return n, [made.batches]
+    return await _one_by_one(impl, keys, meter, "repeated keys")
 
 
 async def max_batch_100(impl: Impl, n: int, meter: Meter) -> tuple[int, list[list[int]]]:
-    made = impl.make(100)
-    load = made.loader.load
-    keys = list(range(n))
-    meter.start()
-    futures = [load(key) for key in keys]
-    for future in futures:
-        await future
-    meter.stop()
-    check([await f for f in futures] == keys, f"{impl.name} max_batch_size")
-    check(all(size <= 100 for size in made.batches), f"{impl.name} batch over 100")
-    return n, [made.batches]
+    done = await _one_by_one(impl, list(range(n)), meter, "max_batch_size", max_batch_size=100)
+    check(all(size <= 100 for size in done[1][0]), f"{impl.name} batch over 100")
+    return done
 
 
 async def gathered(impl: Impl, n: int, meter: Meter) -> tuple[int, list[list[int]]]:
