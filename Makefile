@@ -63,7 +63,7 @@ GQLBATCH_SOAK_SECONDS ?= 300
 soak: $(STAMP)
 	GQLBATCH_SOAK_SECONDS=$(GQLBATCH_SOAK_SECONDS) $(BIN)/python -W error -m pytest -m soak -p no:cacheprovider -s
 
-# Every benchmark, full size (about 10 minutes on 2 cores); writes docs/benchmarks.md and
+# Every benchmark, full size (about 17 minutes on 2 cores); writes docs/benchmarks.md and
 # docs/img/bench-*.png. PostgreSQL: a private database on GQLBATCH_PG_ADMIN_URL's server.
 bench: $(STAMP)
 	PYTHONASYNCIODEBUG= $(BIN)/python -m benchmarks --report docs/benchmarks.md
