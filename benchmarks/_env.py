@@ -13,10 +13,13 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
+import shutil
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -420,3 +423,44 @@ def save(figure: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     plt.close(figure)
+
+
+CALLGRIND_TIMEOUT = 1_800
+"""Seconds one callgrind child run may take."""
+_TOTALS = re.compile(rb"^totals:\s*(\d+)", re.MULTILINE)
+
+
+def callgrind_child(module: str, *args: str) -> tuple[list[dict[str, Any]], list[int]] | str:
+    """Run ``python -m module --instructions-child FILE *args`` under callgrind.
+
+    The child marks its measured parts with ``os.getppid()``, at which callgrind
+    dumps its counters (``--dump-before=getppid``), and writes the list of its
+    runs (with their dump numbers) to FILE as JSON. Returns those runs and the
+    instructions of every dump (index = dump number), or why there are none.
+    """
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return "valgrind is not installed (apt-get install valgrind)"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "runs.json"
+        command = [
+            valgrind, "--tool=callgrind", "--dump-before=getppid",
+            f"--callgrind-out-file={tmp}/cg.out",
+            sys.executable, "-m", module, "--instructions-child", str(out), *args,
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONASYNCIODEBUG": ""}
+        done = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, timeout=CALLGRIND_TIMEOUT
+        )
+        if done.returncode != 0 or not out.exists():
+            tail = done.stderr.decode(errors="replace")[-2000:]
+            raise SystemExit(f"the callgrind run failed ({done.returncode}):\n{tail}")
+        runs: list[dict[str, Any]] = json.loads(out.read_text(encoding="utf-8"))
+        dumps = sorted(Path(tmp).glob("cg.out.*"), key=lambda path: int(path.suffix[1:]))
+        totals = [0] * (int(dumps[-1].suffix[1:]) + 1 if dumps else 0)
+        for path in dumps:
+            match = _TOTALS.search(path.read_bytes())
+            if match is None:
+                raise SystemExit(f"callgrind dump {path.name} has no totals line")
+            totals[int(path.suffix[1:])] = int(match.group(1))
+    return runs, totals

@@ -72,10 +72,7 @@ import asyncio
 import gc
 import json
 import os
-import re
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -92,10 +89,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from benchmarks._env import (
-    ROOT,
     GcTimer,
     add_report_options,
     benchmark_parser,
+    callgrind_child,
     publish,
     version,
 )
@@ -106,7 +103,6 @@ POSTS_PER_USER = 5
 COMMENTS_PER_POST = 3
 FULL_ROUNDS, FULL_PAGES = 9, (10, 100)
 QUICK_ROUNDS, QUICK_PAGES = 2, (10,)
-CALLGRIND_TIMEOUT = 1_800
 FIELDS = "gqlbatch + DocumentCache + loader_field"
 FIELDS_PRIMED = "gqlbatch + DocumentCache + loader_field, primed"
 VARIANTS = (
@@ -565,43 +561,20 @@ async def _marked(url: str, pages: Sequence[int]) -> list[dict[str, Any]]:
     return runs
 
 
-_TOTALS = re.compile(rb"^totals:\s*(\d+)", re.MULTILINE)
-
-
 def count_instructions(url: str, pages: Sequence[int]) -> dict[tuple[str, str, int], int] | str:
     """Instructions per request of every variant and page size, or why there are none."""
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
-        return "valgrind is not installed (apt-get install valgrind)"
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "runs.json"
-        command = [
-            valgrind, "--tool=callgrind", "--dump-before=getppid",
-            f"--callgrind-out-file={tmp}/cg.out",
-            sys.executable, "-m", "benchmarks.graphql_e2e", "--instructions-child", str(out),
-            "--database-url", url, "--page-sizes", ",".join(map(str, pages)),
-        ]  # fmt: skip
-        env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONASYNCIODEBUG": ""}
-        done = subprocess.run(
-            command, cwd=ROOT, env=env, capture_output=True, timeout=CALLGRIND_TIMEOUT
-        )
-        if done.returncode != 0 or not out.exists():
-            tail = done.stderr.decode(errors="replace")[-2000:]
-            raise SystemExit(f"the callgrind run failed ({done.returncode}):\n{tail}")
-        found = {}
-        for run in json.loads(out.read_text(encoding="utf-8")):
-            last = run["dump"]
-            request_, garbage, walk = (_dump_total(Path(tmp), last - i) for i in (2, 1, 0))
-            found[(run["collector"], run["variant"], run["page"])] = request_ + garbage - walk
+    counted = callgrind_child(
+        "benchmarks.graphql_e2e", "--database-url", url, "--page-sizes", ",".join(map(str, pages))
+    )
+    if isinstance(counted, str):
+        return counted
+    runs, totals = counted
+    found = {}
+    for run in runs:
+        last = run["dump"]
+        request_, garbage, walk = totals[last - 2], totals[last - 1], totals[last]
+        found[(run["collector"], run["variant"], run["page"])] = request_ + garbage - walk
     return found
-
-
-def _dump_total(folder: Path, number: int) -> int:
-    """The instructions callgrind counted in its dump ``number``."""
-    match = _TOTALS.search((folder / f"cg.out.{number}").read_bytes())
-    if match is None:
-        raise SystemExit(f"callgrind dump {number} has no totals line")
-    return int(match.group(1))
 
 
 # -- reporting --------------------------------------------------------------------------------

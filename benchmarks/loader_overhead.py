@@ -89,12 +89,8 @@ import gc
 import json
 import os
 import platform
-import re
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -102,7 +98,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from benchmarks._env import ROOT, GcTimer, cpu_model, git_revision, version
+from benchmarks._env import GcTimer, callgrind_child, cpu_model, git_revision, version
 
 FUTURE = asyncio.Future
 
@@ -116,7 +112,6 @@ WARMUP_ROUNDS = 1
 INSTRUCTION_KEYS = 20_000
 """Keys per workload under callgrind."""
 QUICK_INSTRUCTION_KEYS = 1_000
-CALLGRIND_TIMEOUT = 1_800
 PEERS = ("aiodataloader", "strawberry")
 
 
@@ -517,46 +512,21 @@ def _instructions_child(n: int, out: Path) -> int:
     return 0
 
 
-_TOTALS = re.compile(rb"^totals:\s*(\d+)", re.MULTILINE)
-
-
 def count_instructions(n: int) -> dict[tuple[str, str], float] | str:
     """Instructions per key of every workload and implementation, or why there are none."""
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
-        return "valgrind is not installed (apt-get install valgrind)"
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "runs.json"
-        command = [
-            valgrind, "--tool=callgrind", "--dump-before=getppid",
-            f"--callgrind-out-file={tmp}/cg.out",
-            sys.executable, "-m", "benchmarks.loader_overhead",
-            "--instructions-child", str(out), "--keys", str(n),
-        ]  # fmt: skip
-        env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONASYNCIODEBUG": ""}
-        done = subprocess.run(
-            command, cwd=ROOT, env=env, capture_output=True, timeout=CALLGRIND_TIMEOUT
-        )
-        if done.returncode != 0 or not out.exists():
-            tail = done.stderr.decode(errors="replace")[-2000:]
-            raise SystemExit(f"the callgrind run failed ({done.returncode}):\n{tail}")
-        found: dict[tuple[str, str], float] = {}
-        for run in json.loads(out.read_text(encoding="utf-8")):
-            part = {name: _dump_total(Path(tmp), run[name]) for name in DUMPS}
-            total = part["run"] + part["returned"] + part["collected"] - part["walk"]
-            found[(run["workload"], run["implementation"])] = total / run["keys"]
+    counted = callgrind_child("benchmarks.loader_overhead", "--keys", str(n))
+    if isinstance(counted, str):
+        return counted
+    runs, totals = counted
+    found: dict[tuple[str, str], float] = {}
+    for run in runs:
+        part = {name: totals[run[name]] for name in DUMPS}
+        total = part["run"] + part["returned"] + part["collected"] - part["walk"]
+        found[(run["workload"], run["implementation"])] = total / run["keys"]
     return found
 
 
 DUMPS = ("run", "returned", "collected", "walk")
-
-
-def _dump_total(folder: Path, number: int) -> int:
-    """The instructions callgrind counted in its dump ``number``."""
-    match = _TOTALS.search((folder / f"cg.out.{number}").read_bytes())
-    if match is None:
-        raise SystemExit(f"callgrind dump {number} has no totals line")
-    return int(match.group(1))
 
 
 # -- reporting -------------------------------------------------------------------------
